@@ -1,0 +1,1 @@
+"""The `specdiff` command line."""

@@ -1,0 +1,7 @@
+"""Drafters: propose a `TokenLattice` or a `DraftTree` from the committed context."""
+
+from specdiff.drafters.autoregressive import AutoregressiveDrafter
+from specdiff.drafters.base import DraftContext, Drafter
+from specdiff.drafters.lookup import PromptLookupDrafter
+
+__all__ = ["AutoregressiveDrafter", "DraftContext", "Drafter", "PromptLookupDrafter"]

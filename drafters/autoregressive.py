@@ -1,0 +1,132 @@
+"""A small Hugging Face causal LM as drafter (the baseline transformers' assisted generation uses)."""
+
+from __future__ import annotations
+
+import torch
+
+from specdiff.drafters.base import DraftContext
+from specdiff import hf_compat
+from specdiff.masks import additive_mask, block_allowed
+from specdiff.types import DraftTree, ancestor_mask, tree_depths
+from specdiff.vocab import shared_vocab_size
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class AutoregressiveDrafter:
+    """Greedy chain of `k` tokens (top_k=1), or a tree that keeps the `top_k` most probable paths per
+    layer, each expanded with its `top_k` best children, one batched drafter forward per layer.
+
+    The drafter's own KV cache holds the committed ids (and, for chains, its last drafts); each step
+    it is cropped back to the longest prefix that still matches the committed ids.
+    """
+
+    def __init__(self, model, k: int = 5, top_k: int = 1, tokenizer=None):
+        if k < 1:
+            raise ValueError(f"k (draft length) must be >= 1, got {k}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        hf_compat.check_supported(model)
+        self.model, self.k, self.top_k, self.tokenizer = model.eval(), k, top_k, tokenizer
+        self.vocab_size = hf_compat.output_vocab_size(model)
+        self.shared_vocab = self.vocab_size
+        self.forward_count = 0
+        self.reset()
+
+    def bind(self, target_vocab_size: int, tokenizer=None) -> None:
+        self.shared_vocab = shared_vocab_size(target_vocab_size, self.vocab_size, tokenizer, self.tokenizer)
+
+    def reset(self) -> None:
+        self.cache = None
+        self.cached_ids: list[int] = []
+
+    @property
+    def device(self):
+        return self.model.get_output_embeddings().weight.device
+
+    def _forward(self, ids: list[int], positions: torch.Tensor, mask=None) -> torch.Tensor:
+        out = hf_compat.forward(self.model, torch.tensor([ids], device=self.device), self.cache, mask,
+                                positions[None].to(self.device))
+        self.forward_count += 1
+        return out.logits[0, :, : self.shared_vocab].float()  # [Q, V]
+
+    def _sync(self, token_ids: list[int]) -> torch.Tensor:
+        """Cache all committed ids; return logits [V] after the last one."""
+        keep = min(_common_prefix(self.cached_ids, token_ids), len(token_ids) - 1)
+        if self.cache is None:
+            self.cache, keep = hf_compat.new_cache(self.model), 0
+        hf_compat.drop_last(self.cache, len(self.cached_ids) - keep)
+        hf_compat.trim_to_window(self.cache)
+        logits = self._forward(token_ids[keep:], torch.arange(keep, len(token_ids)))
+        self.cached_ids = list(token_ids)
+        return logits[-1]
+
+    @torch.inference_mode()
+    def propose(self, ctx: DraftContext) -> DraftTree:
+        depth = min(self.k, ctx.budget)
+        logits = self._sync(ctx.token_ids)
+        if self.top_k == 1:
+            return self._chain(logits, depth)
+        return self._tree(logits, depth)
+
+    def _chain(self, logits: torch.Tensor, depth: int) -> DraftTree:
+        tokens, probs, dists = [], [], []
+        for step in range(depth):
+            dist = torch.softmax(logits, dim=-1)  # [V]
+            token = int(dist.argmax())
+            tokens.append(token), probs.append(dist[token]), dists.append(dist)
+            if step < depth - 1:
+                position = torch.tensor([len(self.cached_ids)])
+                logits = self._forward([token], position)[-1]
+                self.cached_ids.append(token)
+        return DraftTree.chain(tokens, torch.stack(probs), torch.stack(dists))
+
+    def _tree(self, root_logits: torch.Tensor, depth: int) -> DraftTree:
+        tokens: list[int] = []
+        parents: list[int] = []
+        probs, dists, path_probs = [], [], []
+        frontier, frontier_logits = [-1], root_logits[None]  # expand from the committed token
+        fed: list[int] = []  # tree nodes whose KV are in the drafter cache, in cache order
+        cache_length = len(self.cached_ids)
+        for layer in range(depth):
+            created = []
+            for parent, parent_logits in zip(frontier, frontier_logits):
+                dist = torch.softmax(parent_logits, dim=-1)
+                top = torch.topk(dist, self.top_k)
+                base = path_probs[parent] if parent >= 0 else 1.0
+                for prob, token in zip(top.values, top.indices.tolist()):
+                    created.append(len(tokens))
+                    tokens.append(token), parents.append(parent), probs.append(prob), dists.append(dist)
+                    path_probs.append(base * float(prob))
+            if layer == depth - 1:
+                break
+            frontier = sorted(created, key=lambda node: -path_probs[node])[: self.top_k]
+            frontier_logits = self._feed_tree_rows(frontier, fed, tokens, parents, cache_length)
+            fed.extend(frontier)
+        hf_compat.drop_last(self.cache, len(fed))
+        return DraftTree(torch.tensor(tokens), torch.tensor(parents), torch.stack(probs), torch.stack(dists))
+
+    def _feed_tree_rows(self, rows, fed, tokens, parents, cache_length) -> torch.Tensor:
+        """One forward over tree nodes `rows`; each sees the committed cache and its own ancestors."""
+        parent_tensor = torch.tensor(parents)
+        ancestors = ancestor_mask(parent_tensor)
+        key_nodes = fed + rows
+        query_pos = tree_depths(parent_tensor)[rows] + cache_length
+        key_pos = tree_depths(parent_tensor)[key_nodes] + cache_length
+        tree_allowed = ancestors[rows][:, key_nodes]  # [F, R]
+        dtype = self.model.get_output_embeddings().weight.dtype
+        masks = {
+            group.name: additive_mask(
+                block_allowed(query_pos, tree_allowed, key_pos, cache_length,
+                              hf_compat.visible_cache_rows(self.cache, group) - len(fed), group.window),
+                dtype, self.device,
+            )
+            for group in hf_compat.layer_groups(self.cache)
+        }
+        return self._forward([tokens[r] for r in rows], query_pos, hf_compat.pack_masks(masks))

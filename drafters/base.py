@@ -1,0 +1,38 @@
+"""The drafter contract (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from specdiff.types import DraftTree, TokenLattice
+
+
+@dataclass(frozen=True)
+class DraftContext:
+    """What a drafter sees each step.
+
+    token_ids: every committed id (prompt + generated so far); the drafter reconciles its own cache
+    against them. budget: the draft length the policy allows this step (>= 1).
+    hidden_state [H]: the target's last-layer hidden state at the last committed token, when the
+    verifier captured it (heads drafters); None otherwise.
+    """
+
+    token_ids: list[int]
+    budget: int
+    hidden_state: torch.Tensor | None = None
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    forward_count: int  # drafter model forwards so far (0 for model-free drafters)
+
+    def bind(self, target_vocab_size: int, tokenizer=None) -> None:
+        """Check the pairing with the target once, at the boundary; raise ValueError on a mismatch."""
+
+    def propose(self, ctx: DraftContext) -> TokenLattice | DraftTree: ...
+
+    def reset(self) -> None:
+        """Forget per-request state (caches)."""

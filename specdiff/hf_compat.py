@@ -1,0 +1,143 @@
+"""Everything that depends on the transformers version lives here (checked on 5.24).
+
+- the forward kwarg is `cache=` (5.x; `past_key_values=` is a deprecated alias),
+- `DynamicCache.crop(n)` takes n <= 0 = "remove |n| tokens",
+- sliding-window layers keep a `cumulative_length` and need `activate_past_recording()` before a
+  tree forward can be compacted once the context is longer than the window,
+- a 4-D additive float mask is passed to attention as-is; hybrid models take a dict keyed by
+  layer type, models with one layer type a single tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+_REFUSED_MODEL_TYPES = {
+    "bloom": "Bloom builds ALiBi biases from a 2-D mask and cannot take a tree mask",
+}
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def check_supported(model) -> None:
+    model_type = getattr(model.config, "model_type", "")
+    if model_type in _REFUSED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"{model_type} is not supported: {_REFUSED_MODEL_TYPES[model_type]}. "
+            "Use a model with rotary or learned absolute positions (Llama, Qwen, Mistral, GPT-2, ...)."
+        )
+    if getattr(model.config, "alibi", False):
+        raise UnsupportedModelError(
+            f"{model_type} with alibi=True is not supported: ALiBi biases use flattened key indices, "
+            "not tree depth. Load it with alibi=False (rotary) if the checkpoint allows."
+        )
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise UnsupportedModelError("encoder-decoder models are not supported; pass a causal LM")
+
+
+def output_vocab_size(model) -> int:
+    """Rows of the LM head, which may exceed the tokenizer's vocabulary (padded embeddings)."""
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def new_cache(model) -> DynamicCache:
+    cache = DynamicCache(config=model.config)
+    for layer in cache.layers:
+        if getattr(layer, "is_sliding", False):
+            # Keep tree rows until `compact` crops: without this they fall out of the window first.
+            layer.activate_past_recording()
+    return cache
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """Layers that share one attention mask: 'full_attention' or 'sliding_attention' with a window."""
+
+    name: str
+    window: int | None
+    layer_index: int  # a representative layer, to ask for its visible cache rows
+
+
+def layer_groups(cache: DynamicCache) -> list[LayerGroup]:
+    groups: dict[str, LayerGroup] = {}
+    for index, layer in enumerate(cache.layers):
+        if getattr(layer, "is_sliding", False):
+            groups.setdefault("sliding_attention", LayerGroup("sliding_attention", layer.sliding_window, index))
+        else:
+            groups.setdefault("full_attention", LayerGroup("full_attention", None, index))
+    return list(groups.values())
+
+
+def visible_cache_rows(cache: DynamicCache, group: LayerGroup) -> int:
+    """How many cached keys a layer of this group shows to the next forward."""
+    layer = cache.layers[group.layer_index]
+    if not layer.is_initialized:
+        return 0
+    if group.window is None:
+        return layer.get_seq_length()
+    return min(layer.get_seq_length(), group.window - 1)
+
+
+def pack_masks(masks: dict[str, torch.Tensor]):
+    """A single tensor when every layer has the same type (Llama, Mistral), else a dict (Gemma2/3)."""
+    if len(masks) == 1:
+        return next(iter(masks.values()))
+    return masks
+
+
+def forward(model, input_ids, cache, attention_mask=None, position_ids=None, output_hidden_states=False):
+    """One forward with a cache; returns the model output (logits [1, Q, V])."""
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cache=cache,
+        use_cache=True,
+        output_hidden_states=output_hidden_states,
+    )
+
+
+def cache_length(cache: DynamicCache) -> int:
+    return cache.get_seq_length()
+
+
+@torch.inference_mode()
+def compact(cache: DynamicCache, keep: list[int], num_new: int) -> None:
+    """Keep rows `keep` (indices into the last `num_new` rows) and drop the other new rows.
+
+    Accepted rows are copied into the first slots of the new block, then `crop` removes the tail;
+    crop also keeps sliding layers' bookkeeping right and trims them back to their window.
+    """
+    keep_index = torch.tensor(keep, dtype=torch.long)
+    for layer in cache.layers:
+        if not layer.is_initialized:
+            continue
+        base = layer.keys.shape[-2] - num_new
+        src = (keep_index + base).to(layer.keys.device)
+        layer.keys[..., base : base + len(keep), :] = layer.keys[..., src, :]
+        layer.values[..., base : base + len(keep), :] = layer.values[..., src, :]
+    _crop(cache, num_new - len(keep))
+
+
+def _crop(cache: DynamicCache, num_tokens: int) -> None:
+    """Remove the last `num_tokens` rows of every layer (5.x: crop takes a count <= 0). Sliding
+    layers also trim back to their window, even for 0. Uninitialised layers (a 1-token prompt's
+    empty prefill) are skipped: crop fails on them."""
+    for layer in cache.layers:
+        if layer.is_initialized:
+            layer.crop(-num_tokens)
+
+
+def trim_to_window(cache: DynamicCache) -> None:
+    """After a forward that kept past rows (prefill), restore sliding layers to their window."""
+    _crop(cache, 0)
+
+
+def drop_last(cache: DynamicCache, num_tokens: int) -> None:
+    if num_tokens > 0:
+        _crop(cache, num_tokens)

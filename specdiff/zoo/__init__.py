@@ -1,0 +1,46 @@
+"""The embedded default models (DESIGN.md §6): trained here on the Python stdlib, shipped inside the
+package, loadable offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from specdiff.zoo.corpus import distinct_bigram_ratio, heldout_prompts
+
+SHIPPED_DIR = Path(__file__).parent / "models"
+
+__all__ = ["load", "path", "available", "card", "heldout_prompts", "distinct_bigram_ratio"]
+
+
+def available() -> list[str]:
+    if not SHIPPED_DIR.exists():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").exists())
+
+
+def path(name: str) -> Path:
+    """Directory of a shipped model; loadable with `from_pretrained`."""
+    model_dir = SHIPPED_DIR / name
+    if not (model_dir / "config.json").exists():
+        shipped = ", ".join(available()) or "none"
+        raise FileNotFoundError(
+            f"zoo model {name!r} is not shipped (available: {shipped}); `specdiff zoo build` makes them"
+        )
+    return model_dir
+
+
+def card(name: str) -> dict:
+    return json.loads((path(name) / "card.json").read_text())
+
+
+def load(name: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """(model, tokenizer) of a shipped model. Weights are stored in fp16 and cast to `dtype`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = path(name)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return model, tokenizer

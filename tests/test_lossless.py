@@ -1,0 +1,54 @@
+"""Greedy SpecDiff output equals `model.generate(do_sample=False)` token for token, on many
+architectures, eager and sdpa, for drafters that are always right, always wrong, and real."""
+
+import pytest
+import torch
+
+import tiny
+from specdiff import SpecDiff
+from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
+
+CASES = [(t, a) for t in tiny.ARCHITECTURES for a in ("eager", "sdpa")] + [(t, "eager") for t in tiny.EAGER_ONLY]
+NEW_TOKENS = 24
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{t}-{a}" for t, a in CASES])
+def target(request):
+    model_type, attn = request.param
+    model = tiny.build(model_type, attn)
+    prompt = tiny.repetitive_prompt()
+    return model, prompt, tiny.reference(model, prompt, NEW_TOKENS)
+
+
+def test_self_drafter_accepts_everything(target):
+    model, prompt, expected = target
+    k = 4
+    result = SpecDiff(model, AutoregressiveDrafter(model, k=k)).generate(prompt, max_new_tokens=NEW_TOKENS)
+    assert result.token_ids == expected
+    # every step but the last (cut by max_new_tokens) accepts the whole draft: tau near k + 1
+    assert all(a == k for a in result.stats.accepted_lengths[:-1])
+    assert result.stats.tau == pytest.approx(NEW_TOKENS / len(result.stats.accepted_lengths))
+    assert result.stats.tau >= k
+
+
+def test_random_drafter_accepts_almost_nothing(target):
+    model, prompt, expected = target
+    drafter_model = tiny.build("llama", "sdpa", seed=123)
+    result = SpecDiff(model, AutoregressiveDrafter(drafter_model, k=4)).generate(prompt, max_new_tokens=NEW_TOKENS)
+    assert result.token_ids == expected
+    assert result.stats.tau < 1.3
+
+
+def test_prompt_lookup(target):
+    model, prompt, expected = target
+    result = SpecDiff(model, PromptLookupDrafter(ngram=2, k=6)).generate(prompt, max_new_tokens=NEW_TOKENS)
+    assert result.token_ids == expected
+
+
+def test_branching_trees(target):
+    model, prompt, expected = target
+    drafter_model = tiny.build("llama", "eager", seed=7)
+    for drafter in (AutoregressiveDrafter(drafter_model, k=3, top_k=3), AutoregressiveDrafter(model, k=3, top_k=2),
+                    PromptLookupDrafter(ngram=1, k=5, max_branches=4)):
+        result = SpecDiff(model, drafter).generate(prompt, max_new_tokens=NEW_TOKENS)
+        assert result.token_ids == expected
