@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from specdiff.zoo.recipes import DEFAULT_WORK_DIR, RECIPES, run_recipe
+from specdiff.zoo.recipes import DEFAULT_WORK_DIR, RECIPES, SHIPPED_DIR, run_recipe
 
 _work_dir = click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORK_DIR,
                          show_default=True, help="Checkpoints, tokenizer and token caches; runs resume from here.")
+_out_dir = click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=SHIPPED_DIR,
+                        help="Where the trained model is exported (default: inside the package, the shipped zoo).")
 _steps = click.option("--steps", type=click.IntRange(min=1), default=None,
                       help="Override the recipe's step count (e.g. a smoke run).")
 
@@ -25,8 +28,8 @@ def train_group():
     """
 
 
-def _run(name: str, work_dir: Path, steps: int | None):
-    result = run_recipe(RECIPES[name], work_dir, steps)
+def _run(name: str, work_dir: Path, steps: int | None, out_dir: Path = SHIPPED_DIR, recipe=None):
+    result = run_recipe(recipe or RECIPES[name], work_dir, steps, out_dir)
     if result.interrupted:
         click.echo(f"stopped at step {result.step}; run the same command again to resume", err=True)
         raise SystemExit(130)
@@ -36,25 +39,54 @@ def _run(name: str, work_dir: Path, steps: int | None):
 
 @train_group.command("target")
 @_work_dir
+@_out_dir
 @_steps
-def train_target(work_dir, steps):
+def train_target(work_dir, out_dir, steps):
     """Train the zoo target (a Llama on the stdlib) and export it into the package.
 
     \b
     Example:
       specdiff train target --work-dir /tmp/zoo
     """
-    _run("stdlib-target", work_dir, steps)
+    _run("stdlib-target", work_dir, steps, out_dir)
 
 
 @train_group.command("ar-drafter")
 @_work_dir
+@_out_dir
 @_steps
-def train_ar_drafter(work_dir, steps):
+def train_ar_drafter(work_dir, out_dir, steps):
     """Train the zoo's AR drafter, distilled on the shipped target.
 
     \b
     Example:
       specdiff train ar-drafter --steps 1500
     """
-    _run("stdlib-ar-drafter", work_dir, steps)
+    _run("stdlib-ar-drafter", work_dir, steps, out_dir)
+
+
+@train_group.command("diffusion-drafter")
+@click.option("--stage", type=click.IntRange(1, 2), required=True,
+              help="1: masked diffusion on the stdlib; 2: alignment on the target's greedy continuations "
+                   "(starts from the shipped Stage I model and needs the shipped target).")
+@click.option("--examples", type=click.IntRange(min=1), default=None,
+              help="Stage 2: how many target continuations to generate (the slow data step, cached per size); "
+                   "default: the recipe's.")
+@_work_dir
+@_out_dir
+@_steps
+def train_diffusion_drafter(stage, examples, work_dir, out_dir, steps):
+    """Train the zoo's block-diffusion drafter, one DEER stage at a time.
+
+    \b
+    Example:
+      specdiff train diffusion-drafter --stage 1
+      specdiff train diffusion-drafter --stage 2 --examples 512
+    """
+    name = "stdlib-dlm-drafter-s1" if stage == 1 else "stdlib-dlm-drafter"
+    recipe = RECIPES[name]
+    if examples is not None:
+        if stage == 1:
+            raise click.UsageError("--examples sizes Stage 2's target continuations; Stage 1 trains on the corpus")
+        recipe = replace(recipe, diffusion=replace(recipe.diffusion, examples=examples))
+    _run(name, work_dir, steps, out_dir, recipe)

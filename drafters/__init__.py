@@ -2,6 +2,7 @@
 
 from specdiff.drafters.autoregressive import AutoregressiveDrafter
 from specdiff.drafters.base import DraftContext, Drafter
+from specdiff.drafters.diffusion import DiffusionDrafter
 from specdiff.drafters.lookup import PromptLookupDrafter
 
-__all__ = ["AutoregressiveDrafter", "DraftContext", "Drafter", "PromptLookupDrafter"]
+__all__ = ["AutoregressiveDrafter", "DiffusionDrafter", "DraftContext", "Drafter", "PromptLookupDrafter"]

@@ -7,7 +7,8 @@ import torch
 from specdiff.drafters.base import DraftContext
 from specdiff import hf_compat
 from specdiff.masks import additive_mask, block_allowed
-from specdiff.types import DraftTree, ancestor_mask, tree_depths
+from specdiff.sampling import SamplingSettings, sample_token
+from specdiff.types import DraftTree, ProposalKind, ancestor_mask, tree_depths
 from specdiff.vocab import shared_vocab_size
 
 
@@ -20,20 +21,26 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class AutoregressiveDrafter:
-    """Greedy chain of `k` tokens (top_k=1), or a tree that keeps the `top_k` most probable paths per
-    layer, each expanded with its `top_k` best children, one batched drafter forward per layer.
+    """Greedy chain of `k` tokens (top_k=1), or an OPT-Tree beam: per layer the `top_k` most
+    probable paths, each expanded with its `top_k` best children, one batched drafter forward per
+    layer. With `tree_threshold` set (OPT-Tree's delta), growth stops early once a layer adds
+    <= delta to the expected acceptance length; None grows all `k` layers.
 
     The drafter's own KV cache holds the committed ids (and, for chains, its last drafts); each step
     it is cropped back to the longest prefix that still matches the committed ids.
     """
 
-    def __init__(self, model, k: int = 5, top_k: int = 1, tokenizer=None):
+    def __init__(self, model, k: int = 5, top_k: int = 1, tokenizer=None,
+                 tree_threshold: float | None = None):
         if k < 1:
             raise ValueError(f"k (draft length) must be >= 1, got {k}")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if tree_threshold is not None and tree_threshold < 0:
+            raise ValueError(f"tree_threshold (OPT-Tree's delta) must be >= 0, or None; got {tree_threshold}")
         hf_compat.check_supported(model)
         self.model, self.k, self.top_k, self.tokenizer = model.eval(), k, top_k, tokenizer
+        self.tree_threshold = tree_threshold
         self.vocab_size = hf_compat.output_vocab_size(model)
         self.shared_vocab = self.vocab_size
         self.forward_count = 0
@@ -72,45 +79,64 @@ class AutoregressiveDrafter:
         depth = min(self.k, ctx.budget)
         logits = self._sync(ctx.token_ids)
         if self.top_k == 1:
-            return self._chain(logits, depth)
-        return self._tree(logits, depth)
+            return self._chain(logits, depth, ctx.sampling, ctx.generator)
+        return self._tree(logits, depth, ctx.sampling)
 
-    def _chain(self, logits: torch.Tensor, depth: int) -> DraftTree:
+    @staticmethod
+    def _dists(logits: torch.Tensor, sampling: SamplingSettings | None) -> torch.Tensor:
+        """[..., V] drafter distributions: plain softmax when greedy, the target's warp when sampling."""
+        return torch.softmax(logits, dim=-1) if sampling is None else sampling.probs(logits)
+
+    def _chain(self, logits: torch.Tensor, depth: int, sampling: SamplingSettings | None = None,
+               generator: torch.Generator | None = None) -> DraftTree:
+        """Greedy: the argmax chain. Sampling: each token drawn from the warped q it reports (IID)."""
         tokens, probs, dists = [], [], []
         for step in range(depth):
-            dist = torch.softmax(logits, dim=-1)  # [V]
-            token = int(dist.argmax())
+            dist = self._dists(logits, sampling)  # [V]
+            token = int(dist.argmax()) if sampling is None else sample_token(dist, generator)
             tokens.append(token), probs.append(dist[token]), dists.append(dist)
             if step < depth - 1:
                 position = torch.tensor([len(self.cached_ids)])
                 logits = self._forward([token], position)[-1]
                 self.cached_ids.append(token)
-        return DraftTree.chain(tokens, torch.stack(probs), torch.stack(dists))
+        kind = ProposalKind.DETERMINISTIC if sampling is None else ProposalKind.IID
+        return DraftTree.chain(tokens, torch.stack(probs), torch.stack(dists), kind)
 
-    def _tree(self, root_logits: torch.Tensor, depth: int) -> DraftTree:
+    def _tree(self, root_logits: torch.Tensor, depth: int, sampling: SamplingSettings | None = None) -> DraftTree:
+        """OPT-Tree's layer-wise beam (algorithms.md §4.2) with n = `top_k`: each layer expands the
+        previous layer's n nodes with their top-n children and keeps the global top-n by path
+        probability, so the tree holds n nodes per layer. With a `tree_threshold`, growth stops after
+        a layer that raises E_sub (the sum of the n largest path probabilities so far) by <= it; that
+        layer is kept (no one-layer lag as in the reference code). When sampling, the beam ranks the warped
+        distributions; the candidates stay fixed top-n picks, so the tree is DETERMINISTIC."""
         tokens: list[int] = []
         parents: list[int] = []
-        probs, dists, path_probs = [], [], []
+        probs, dists = [], []
+        path_probs = torch.ones(0, device=root_logits.device)  # [nodes so far]
         frontier, frontier_logits = [-1], root_logits[None]  # expand from the committed token
         fed: list[int] = []  # tree nodes whose KV are in the drafter cache, in cache order
         cache_length = len(self.cached_ids)
+        expected = 0.0  # E_sub over the layers so far
         for layer in range(depth):
-            created = []
-            for parent, parent_logits in zip(frontier, frontier_logits):
-                dist = torch.softmax(parent_logits, dim=-1)
-                top = torch.topk(dist, self.top_k)
-                base = path_probs[parent] if parent >= 0 else 1.0
-                for prob, token in zip(top.values, top.indices.tolist()):
-                    created.append(len(tokens))
-                    tokens.append(token), parents.append(parent), probs.append(prob), dists.append(dist)
-                    path_probs.append(base * float(prob))
-            if layer == depth - 1:
+            layer_dists = self._dists(frontier_logits, sampling)  # [F, V]
+            top = torch.topk(layer_dists, min(self.top_k, layer_dists.shape[-1]), dim=-1)  # [F, n]
+            base = path_probs[frontier] if layer else torch.ones(1, device=path_probs.device)  # [F]
+            candidate_probs = (base[:, None] * top.values).flatten()  # [F * n]
+            best = torch.topk(candidate_probs, min(self.top_k, candidate_probs.numel())).indices
+            rows, cols = best // top.values.shape[1], best % top.values.shape[1]  # [n] into [F, n]
+            parents += [frontier[row] for row in rows.tolist()]
+            frontier = list(range(len(tokens), len(tokens) + len(best)))
+            tokens += top.indices[rows, cols].tolist()
+            probs.append(top.values[rows, cols]), dists.append(layer_dists[rows])
+            path_probs = torch.cat([path_probs, candidate_probs[best]])
+            gain = float(torch.topk(path_probs, min(self.top_k, len(path_probs))).values.sum()) - expected
+            expected += gain
+            if layer == depth - 1 or (self.tree_threshold is not None and gain <= self.tree_threshold):
                 break
-            frontier = sorted(created, key=lambda node: -path_probs[node])[: self.top_k]
             frontier_logits = self._feed_tree_rows(frontier, fed, tokens, parents, cache_length)
             fed.extend(frontier)
         hf_compat.drop_last(self.cache, len(fed))
-        return DraftTree(torch.tensor(tokens), torch.tensor(parents), torch.stack(probs), torch.stack(dists))
+        return DraftTree(torch.tensor(tokens), torch.tensor(parents), torch.cat(probs), torch.cat(dists))
 
     def _feed_tree_rows(self, rows, fed, tokens, parents, cache_length) -> torch.Tensor:
         """One forward over tree nodes `rows`; each sees the committed cache and its own ancestors."""

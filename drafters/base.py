@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from specdiff.sampling import SamplingSettings
 from specdiff.types import DraftTree, TokenLattice
 
 
@@ -18,11 +19,20 @@ class DraftContext:
     against them. budget: the draft length the policy allows this step (>= 1).
     hidden_state [H]: the target's last-layer hidden state at the last committed token, when the
     verifier captured it (heads drafters); None otherwise.
+    sampling: the warp the target samples with (None: greedy). A drafter that samples its drafts
+    draws them from `sampling.probs` of its logits with `generator`, reports that distribution in
+    draft_dists and declares the tree's kind; fixed candidates are DETERMINISTIC (algorithms.md §6).
     """
 
     token_ids: list[int]
     budget: int
     hidden_state: torch.Tensor | None = None
+    sampling: SamplingSettings | None = None
+    generator: torch.Generator | None = None
+
+    def __post_init__(self):
+        if self.sampling is not None and self.generator is None:
+            raise ValueError("a sampled DraftContext needs the run's torch.Generator (generator=...)")
 
 
 @runtime_checkable

@@ -2,7 +2,7 @@
 
 from specdiff.config import DecodingConfig
 from specdiff.metrics import GenerationStats
-from specdiff.policies import FixedDraftLength
+from specdiff.policies import AdaptiveDraftLength, FixedDraftLength
 from specdiff.types import DraftTree, ProposalKind, TokenLattice
 
 
@@ -17,4 +17,4 @@ def __getattr__(name):
 
 
 __all__ = ["SpecDiff", "GenerationResult", "DecodingConfig", "GenerationStats", "FixedDraftLength",
-           "DraftTree", "TokenLattice", "ProposalKind"]
+           "AdaptiveDraftLength", "DraftTree", "TokenLattice", "ProposalKind"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -14,6 +15,7 @@ from specdiff.decoding import Components, speculative_decode
 from specdiff.metrics import GenerationStats
 from specdiff.policies import DraftLengthPolicy, FixedDraftLength
 from specdiff.processing import build_processors
+from specdiff.sampling import sampled_accept
 from specdiff.trees.static import Chain
 from specdiff.verifiers.hf import HFVerifier
 
@@ -29,10 +31,12 @@ class SpecDiff:
     """Lossless speculative decoding of `model` with `drafter`.
 
     tree: a builder from `specdiff.trees` (default: chain). draft_length: a policy object the loop
-    consults each step (default: fixed, the drafter's own `k` when it has one).
+    consults each step (default: fixed, the drafter's own `k` when it has one). on_step: called after
+    each step's acceptance with (tree, acceptance), e.g. `specdiff.trees.TreeRecorder(dir)`.
     """
 
-    def __init__(self, model, drafter, tokenizer=None, tree=None, draft_length: DraftLengthPolicy | int | None = None):
+    def __init__(self, model, drafter, tokenizer=None, tree=None, draft_length: DraftLengthPolicy | int | None = None,
+                 on_step=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.verifier = HFVerifier(model)
@@ -42,6 +46,7 @@ class SpecDiff:
         if draft_length is None or isinstance(draft_length, int):
             draft_length = FixedDraftLength(draft_length if draft_length is not None else getattr(drafter, "k", 5))
         self.draft_length = draft_length
+        self.on_step = on_step
         self.last_stats: GenerationStats | None = None
 
     # --- boundary checks ---------------------------------------------------------------------
@@ -80,20 +85,24 @@ class SpecDiff:
     # --- generation --------------------------------------------------------------------------
 
     def stream_tokens(
-        self, prompt, max_new_tokens: int = 128, *, repetition_penalty: float | None = None,
+        self, prompt, max_new_tokens: int = 128, *, temperature: float | None = None, top_k: int | None = None,
+        top_p: float | None = None, seed: int | None = None, repetition_penalty: float | None = None,
         no_repeat_ngram_size: int | None = None, eos_token_id: int | list[int] | None = None,
     ) -> Iterator[list[int]]:
-        """Yield lists of new token ids as they are accepted; stats land in `self.last_stats`."""
+        """Yield lists of new token ids as they are accepted; stats land in `self.last_stats`.
+
+        Options not given come from the model's generation_config, then transformers' defaults, as in
+        `generate` (so sampling uses top_k 50 unless told top_k=0). temperature 0 is greedy; above 0
+        the output is a sample of the target's warped distribution (seed: a reproducible run).
+        """
         config = DecodingConfig.from_model(
-            self.model, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size, eos_token_ids=eos_token_id,
+            self.model, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed, repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+            eos_token_ids=eos_token_id,
         )
-        if not config.greedy:
-            raise ValueError("sampling (temperature > 0) is not supported yet; this model's generation_config "
-                             "sets do_sample=True, so pass temperature=0 or set do_sample=False")
         ids = self._prompt_ids(prompt)
         self._check_length(len(ids), config.max_new_tokens)
-        parts = Components(self.verifier, self.drafter, self.tree_builder, self.draft_length, greedy_accept)
+        parts = self._components(config)
         processors = build_processors(config.repetition_penalty, config.no_repeat_ngram_size)
         stats = GenerationStats(settings=config.as_dict())
         self.last_stats = stats
@@ -104,6 +113,20 @@ class SpecDiff:
                 yield new_tokens
         finally:
             stats.wall_time = time.perf_counter() - started
+
+    def _components(self, config: DecodingConfig) -> Components:
+        """The loop's parts; at temperature > 0 one generator drives both drafting and acceptance."""
+        if config.sampling is None:
+            return Components(self.verifier, self.drafter, self.tree_builder, self.draft_length, greedy_accept,
+                              on_step=self.on_step)
+        generator = torch.Generator(device=self.verifier.device)
+        if config.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(config.seed)
+        accept = functools.partial(sampled_accept, settings=config.sampling, generator=generator)
+        return Components(self.verifier, self.drafter, self.tree_builder, self.draft_length, accept,
+                          config.sampling, generator, on_step=self.on_step)
 
     def generate(self, prompt, max_new_tokens: int = 128, **options) -> GenerationResult:
         token_ids = [t for step in self.stream_tokens(prompt, max_new_tokens, **options) for t in step]

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from specdiff.sampling import SamplingSettings
+
+# What transformers' `generate` samples with when neither the call nor the model's generation_config
+# sets a value (GenerationConfig._get_default_generation_params in transformers 5).
+_GENERATE_SAMPLING_DEFAULTS = dict(temperature=1.0, top_k=50, top_p=1.0)
+
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    """What `generate` would be told. temperature 0 means greedy (do_sample=False)."""
+    """What `generate` would be told. temperature 0 means greedy (do_sample=False); seed makes a
+    sampled run reproducible (None: a fresh random seed)."""
 
     max_new_tokens: int = 128
     temperature: float = 0.0
@@ -36,9 +43,19 @@ class DecodingConfig:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def sampling(self) -> SamplingSettings | None:
+        """The warp for target and drafter; None when greedy."""
+        return None if self.greedy else SamplingSettings(self.temperature, self.top_k, self.top_p)
+
     @classmethod
     def from_model(cls, model, **overrides) -> "DecodingConfig":
-        """Defaults from `model.generation_config` (as `generate` reads them); `None` overrides are ignored."""
+        """Defaults from `model.generation_config` as `generate` reads them; `None` overrides are ignored.
+
+        Sampling is on when the call gives temperature > 0, or gives none and the generation_config
+        sets do_sample. top_k and top_p then come from the call, the generation_config, or
+        transformers' own defaults (top_k 50), so the result samples like `generate(do_sample=True)`.
+        """
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
             raise TypeError(f"unknown decoding options: {sorted(unknown)}")
@@ -46,16 +63,18 @@ class DecodingConfig:
         eos = gc.eos_token_id if gc.eos_token_id is not None else model.config.eos_token_id
         eos_ids = () if eos is None else tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
         values = dict(
-            temperature=(gc.temperature or 1.0) if gc.do_sample else 0.0,
-            top_k=gc.top_k or 0 if gc.do_sample else 0,
-            top_p=gc.top_p if gc.do_sample and gc.top_p is not None else 1.0,
             repetition_penalty=gc.repetition_penalty or 1.0,
             no_repeat_ngram_size=gc.no_repeat_ngram_size or 0,
             eos_token_ids=eos_ids,
         )
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "eos_token_ids" in overrides and isinstance(values["eos_token_ids"], int):
-            values["eos_token_ids"] = (values["eos_token_ids"],)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        sampled = given["temperature"] > 0 if "temperature" in given else bool(gc.do_sample)
+        if sampled:
+            values.update({name: getattr(gc, name) if getattr(gc, name) is not None else default
+                           for name, default in _GENERATE_SAMPLING_DEFAULTS.items()})
+        values.update(given)
+        eos_ids = values["eos_token_ids"]
+        values["eos_token_ids"] = (int(eos_ids),) if isinstance(eos_ids, int) else tuple(eos_ids)
         return cls(**values)
 
     def as_dict(self) -> dict:

@@ -11,12 +11,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from specdiff.training.data import WindowSampler, encode_files
+from specdiff.training.diffusion import DiffusionStage
 from specdiff.training.loop import TrainConfig, TrainResult, train
 from specdiff.training.objectives import CausalLMObjective, DistillationObjective
 from specdiff.zoo.corpus import split_files
+from specdiff.zoo.quality import quality_report
 from specdiff.zoo.tokenizer import train_tokenizer
 
 SHIPPED_DIR = Path(__file__).parent / "models"
@@ -53,6 +55,7 @@ class Recipe:
     kl_weight: float = 0.0
     command: str = ""
     extra_card: dict = field(default_factory=dict)
+    diffusion: DiffusionStage | None = None  # a block-diffusion drafter stage (specdiff.zoo.diffusion_drafter)
 
 
 RECIPES = {
@@ -60,7 +63,7 @@ RECIPES = {
         name="stdlib-target",
         description="Code-completion target: a Llama trained on the Python standard library.",
         shape=LlamaShape(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, intermediate_size=704),
-        train=TrainConfig(steps=6500, batch_size=8, seq_len=256, lr=1.5e-3, warmup_steps=200,
+        train=TrainConfig(steps=3600, batch_size=8, seq_len=256, lr=1.5e-3, warmup_steps=200,
                           eval_every=250, save_every=100, seed=0),
         command="specdiff train target",
     ),
@@ -73,6 +76,28 @@ RECIPES = {
         teacher="stdlib-target",
         kl_weight=0.5,
         command="specdiff train ar-drafter",
+    ),
+    # Block-diffusion drafter (DESIGN.md §7), DEER's two stages. lr: DEER fine-tunes a pretrained
+    # 0.5B dLLM at 1e-4 then 5e-5; this one starts from scratch, so Stage I uses a from-scratch rate.
+    "stdlib-dlm-drafter-s1": Recipe(
+        name="stdlib-dlm-drafter-s1",
+        description="Diffusion drafter for stdlib-target, DEER Stage I (masked diffusion on the stdlib).",
+        shape=LlamaShape(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=352),
+        train=TrainConfig(steps=2400, batch_size=8, seq_len=256, lr=2e-3, warmup_steps=100,
+                          eval_every=250, save_every=100, seed=2),
+        command="specdiff train diffusion-drafter --stage 1",
+        diffusion=DiffusionStage(stage=1, max_block=16),
+    ),
+    "stdlib-dlm-drafter": Recipe(
+        name="stdlib-dlm-drafter",
+        description="Diffusion drafter for stdlib-target, DEER Stage II (aligned on the target's greedy output).",
+        shape=LlamaShape(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=352),
+        train=TrainConfig(steps=800, batch_size=16, seq_len=128, lr=5e-4, warmup_steps=50,
+                          eval_every=100, save_every=100, seed=3),
+        teacher="stdlib-target",
+        command="specdiff train diffusion-drafter --stage 2",
+        diffusion=DiffusionStage(stage=2, max_tail=16, init_from="stdlib-dlm-drafter-s1", prompt_tokens=64,
+                                 continuation_tokens=64, examples=2048),
     ),
 }
 
@@ -91,8 +116,14 @@ def token_streams(work_dir: Path, tokenizer):
     return train_stream, heldout_stream
 
 
-def run_recipe(recipe: Recipe, work_dir: Path = DEFAULT_WORK_DIR, steps: int | None = None) -> TrainResult:
-    """Train one recipe in `work_dir/<name>` (resuming), then export it to the package."""
+def run_recipe(recipe: Recipe, work_dir: Path = DEFAULT_WORK_DIR, steps: int | None = None,
+               out_root: Path = SHIPPED_DIR) -> TrainResult:
+    """Train one recipe in `work_dir/<name>` (resuming), then export it to `out_root/<name>`
+    (default: inside the package, where `specdiff.zoo.load` finds it)."""
+    if recipe.diffusion is not None:
+        from specdiff.zoo.diffusion_drafter import run_diffusion_recipe
+
+        return run_diffusion_recipe(recipe, work_dir, steps, out_root)
     torch.manual_seed(recipe.train.seed)
     tokenizer = build_tokenizer(work_dir)
     train_stream, heldout_stream = token_streams(work_dir, tokenizer)
@@ -112,7 +143,7 @@ def run_recipe(recipe: Recipe, work_dir: Path = DEFAULT_WORK_DIR, steps: int | N
     if not result.interrupted:
         # The card reports plain next-token loss whatever the objective, so models compare.
         heldout_loss = _heldout_ce(model, heldout.fixed_batches(config.eval_batches))
-        export(recipe, model, tokenizer, result, heldout_loss, config)
+        export(recipe, model, tokenizer, result, heldout_loss, config, out_root)
     return result
 
 
@@ -153,5 +184,40 @@ def export(recipe: Recipe, model, tokenizer, result: TrainResult, heldout_loss: 
         "command": recipe.command,
         **recipe.extra_card,
     }
+    shipped = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()  # what users load
+    card["quality"] = quality_report(shipped, tokenizer)
     (out / "card.json").write_text(json.dumps(card, indent=1))
+    (out / "README.md").write_text(model_card_markdown(card))
     return out
+
+
+def model_card_markdown(card: dict) -> str:
+    quality = card["quality"]
+    samples = "\n\n".join(
+        f"Prompt (end):\n```python\n{s['prompt']}\n```\nGreedy completion:\n```python\n{s['completion']}\n```"
+        for s in quality["samples"]
+    )
+    minutes = card["train_seconds"] / 60
+    return f"""# {card['name']}
+
+{card['description']}
+
+| | |
+|---|---|
+| parameters | {card['parameters']:,} |
+| architecture | LlamaForCausalLM {card['architecture']} |
+| data | {card['data']} |
+| steps | {card['steps']} (batch {card['train_config']['batch_size']} x {card['train_config']['seq_len']} tokens) |
+| tokens seen | {card['tokens_seen']:,} |
+| held-out loss (next-token CE, nats) | {card['heldout_loss']} |
+| distinct-bigram ratio, greedy, {quality['max_new_tokens']} tokens, {quality['prompts']} held-out prompts | {quality['distinct_bigram_ratio']} (gate {quality['quality_gate']}: {'pass' if quality['passes_gate'] else 'FAIL'}) |
+| teacher (distillation) | {card['teacher'] or '-'} (KL weight {card['kl_weight']}) |
+| training time | {minutes:.1f} min on {card['machine']} |
+| reproduce | `{card['command']}` (or `specdiff zoo build` for everything) |
+
+Weights are stored in fp16 (safetensors); `specdiff.zoo.load("{card['name']}")` casts them to fp32.
+
+## Samples
+
+{samples}
+"""

@@ -1,0 +1,325 @@
+"""`specdiff bench` as a library: HF baselines and SpecDiff methods side by side on one prompt set.
+
+Every method answers every prompt `repeats` times, interleaved (prompt by prompt, method by method),
+after a warm-up; `specdiff.bench_report` turns the run into the table, answer files and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from specdiff import methods
+from specdiff.config import DecodingConfig
+from specdiff.metrics import GenerationStats
+from specdiff.zoo.corpus import heldout_prompts
+
+BASELINE = "hf-generate"
+HF_BASELINES = ("hf-generate", "hf-assisted", "hf-lookup")
+DEFAULT_HELDOUT_PROMPTS = 20
+
+
+# --- prompt sets ---------------------------------------------------------------------------------
+
+class PromptFileError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BenchPrompt:
+    question_id: int | str
+    category: str
+    turns: tuple[str, ...]
+
+
+def load_prompts(path: Path | None = None, num_prompts: int | None = None, seed: int = 0,
+                 categories: tuple[str, ...] = ()) -> list[BenchPrompt]:
+    """The zoo's held-out stdlib excerpts (path None), or a Spec-Bench / MT-Bench style jsonl:
+    one `{"question_id", "category", "turns": [str, ...]}` object per line."""
+    if num_prompts is not None and num_prompts < 1:
+        raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
+    if path is None:
+        texts = heldout_prompts(num_prompts or DEFAULT_HELDOUT_PROMPTS, seed=seed)
+        return [BenchPrompt(i, "stdlib-heldout", (text,)) for i, text in enumerate(texts)]
+    prompts = [p for p in _read_jsonl(Path(path)) if not categories or p.category in categories]
+    if not prompts:
+        raise PromptFileError(f"{path}: no prompts" + (f" in categories {', '.join(categories)}" if categories else ""))
+    return prompts[:num_prompts]
+
+
+def _read_jsonl(path: Path) -> list[BenchPrompt]:
+    prompts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PromptFileError(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
+        turns = record.get("turns") if isinstance(record, dict) else None
+        if not (isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns)):
+            raise PromptFileError(f"{path}:{number}: expected an object with \"turns\": a non-empty list of strings "
+                                  "(Spec-Bench / MT-Bench question format)")
+        prompts.append(BenchPrompt(record.get("question_id", number), str(record.get("category", "")), tuple(turns)))
+    return prompts
+
+
+# --- conversations -------------------------------------------------------------------------------
+
+class Conversation:
+    """A multi-turn exchange kept as one running token list, so each turn's ids extend the previous
+    ones and `HFVerifier.prefill` reuses the target's KV cache. Uses the tokenizer's chat template
+    when it has one, plain continuation (turns appended to the text) otherwise."""
+
+    def __init__(self, tokenizer, max_prompt_tokens: int | None = None, use_chat_template: bool = True):
+        self.tokenizer = tokenizer
+        self.max_prompt_tokens = max_prompt_tokens  # older tokens are dropped beyond this
+        self.templated = use_chat_template and bool(getattr(tokenizer, "chat_template", None))
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages: list[dict] = []
+        self.token_ids: list[int] = []
+        self.dropped_tokens = 0  # by the last prompt_ids(), to fit max_prompt_tokens
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """The ids to generate the reply to `text` from."""
+        self.messages.append({"role": "user", "content": text})
+        if self.templated:
+            rendered = self.tokenizer.apply_chat_template(self.messages, tokenize=False, add_generation_prompt=True)
+            so_far = self._decode(self.token_ids)
+            if self.token_ids and rendered.startswith(so_far):
+                ids = self.token_ids + self._encode(rendered[len(so_far):])
+            else:  # the template re-renders history differently: start over (no cache reuse)
+                ids = self._encode(rendered)
+        elif self.token_ids:
+            separator = "" if self._decode(self.token_ids).endswith("\n") else "\n"
+            ids = self.token_ids + self._encode(separator + text)
+        else:
+            ids = self.tokenizer(text)["input_ids"]
+        self.dropped_tokens = 0
+        if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
+            self.dropped_tokens = len(ids) - self.max_prompt_tokens
+            ids = ids[-self.max_prompt_tokens:]
+        return ids
+
+    def add_reply(self, prompt_ids: list[int], new_ids: list[int]) -> str:
+        """Record the reply generated from `prompt_ids`; returns its text."""
+        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        self.token_ids = list(prompt_ids) + list(new_ids)
+        self.messages.append({"role": "assistant", "content": text})
+        return text
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def max_prompt_tokens(model, max_new_tokens: int) -> int | None:
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    return None if limit is None else max(1, limit - max_new_tokens)
+
+
+# --- runners -------------------------------------------------------------------------------------
+
+@dataclass
+class TurnOutput:
+    token_ids: list[int]
+    wall_time: float
+    target_forwards: int  # forwards that produced tokens (SpecDiff's prefill is not one)
+    stats: GenerationStats | None = None  # SpecDiff methods only
+    text: str = ""
+
+
+class Runner(Protocol):
+    name: str
+
+    def run(self, prompt_ids: list[int]) -> TurnOutput: ...
+
+
+@contextmanager
+def count_forwards(model):
+    """Count `model(...)` calls inside the block: yields a one-element list."""
+    count = [0]
+    handle = model.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+    try:
+        yield count
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def assistant_settings(assistant, num_tokens: int):
+    """Assisted generation reads its draft length from the assistant's generation_config, not from
+    `generate`'s arguments (hf-transformers-notes.md Q3); set it for the block, then restore."""
+    config = assistant.generation_config
+    wanted = dict(num_assistant_tokens=num_tokens, num_assistant_tokens_schedule="constant",
+                  assistant_confidence_threshold=0.0)
+    saved = {name: getattr(config, name, None) for name in wanted}
+    for name, value in wanted.items():
+        setattr(config, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(config, name, value)
+
+
+def hf_generate_options(config: DecodingConfig, pad_token_id: int) -> dict:
+    """`model.generate` keyword arguments for the same decoding settings."""
+    options = dict(max_new_tokens=config.max_new_tokens, do_sample=not config.greedy,
+                   repetition_penalty=config.repetition_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
+                   eos_token_id=list(config.eos_token_ids) or None, pad_token_id=pad_token_id)
+    if not config.greedy:
+        options.update(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+    return options
+
+
+@dataclass
+class HFRunner:
+    """Plain `generate`, assisted generation (`assistant` set) or prompt lookup (`lookup` set)."""
+
+    name: str
+    model: object
+    config: DecodingConfig
+    assistant: object | None = None
+    assistant_tokens: int = 0
+    lookup: dict = field(default_factory=dict)  # prompt_lookup_num_tokens, max_matching_ngram_size
+
+    def run(self, prompt_ids: list[int]) -> TurnOutput:
+        device = self.model.get_output_embeddings().weight.device
+        ids = torch.tensor([prompt_ids], device=device)  # [1, T]
+        pad = self.model.generation_config.pad_token_id
+        options = hf_generate_options(self.config, pad if pad is not None else (self.config.eos_token_ids or (0,))[0])
+        if self.assistant is not None:
+            options["assistant_model"] = self.assistant
+        with count_forwards(self.model) as forwards, self._assisted():
+            if self.config.seed is not None:
+                torch.manual_seed(self.config.seed)
+            started = time.perf_counter()
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **options, **self.lookup)
+            wall_time = time.perf_counter() - started
+        return TurnOutput(out[0, len(prompt_ids):].tolist(), wall_time, forwards[0])
+
+    def _assisted(self):
+        if self.assistant is None:
+            return nullcontext()
+        return assistant_settings(self.assistant, self.assistant_tokens)
+
+
+@dataclass
+class SpecDiffRunner:
+    name: str
+    spec: object  # specdiff.SpecDiff
+    config: DecodingConfig
+    options: dict  # methods.generate_options(target, config)
+
+    def run(self, prompt_ids: list[int]) -> TurnOutput:
+        # Every run starts cold, as `generate` does: no cache carried over from the last prompt.
+        self.spec.verifier.reset()
+        self.spec.drafter.reset()
+        started = time.perf_counter()
+        result = self.spec.generate(prompt_ids, self.config.max_new_tokens, **self.options)
+        wall_time = time.perf_counter() - started
+        return TurnOutput(result.token_ids, wall_time, result.stats.target_forwards, result.stats)
+
+
+def runner_names() -> list[str]:
+    return [*HF_BASELINES, *methods.names()]
+
+
+def default_drafter(name: str) -> str | None:
+    """The zoo drafter a runner uses unless told otherwise (hf-assisted: the `ar` method's)."""
+    if name in HF_BASELINES:
+        return methods.get("ar").default_drafter if name == "hf-assisted" else None
+    return methods.get(name).default_drafter
+
+
+def make_runners(names: list[str] | None, target, tokenizer, drafters: dict, config: DecodingConfig,
+                 options: methods.MethodOptions = methods.MethodOptions()) -> list[Runner]:
+    """`hf-generate` (always, first: the speedup reference), then the requested baselines and methods
+    (all when `names` is None). `drafters` maps a runner's name to its drafter model, for those that
+    draft with one. HF baselines draft as far as the `ar` and `lookup` methods do."""
+    known = runner_names()
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        raise methods.UnknownMethodError(f"unknown method {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    wanted = [BASELINE] + [n for n in (names or known) if n != BASELINE]
+    runners: list[Runner] = []
+    for name in dict.fromkeys(wanted):
+        if name == "hf-generate":
+            runners.append(HFRunner(name, target, config))
+        elif name == "hf-assisted":
+            if drafters.get(name) is None:
+                raise ValueError("hf-assisted needs a drafter model (CLI: --drafter PATH)")
+            runners.append(HFRunner(name, target, config, drafters[name], methods.get("ar").draft_length(options)))
+        elif name == "hf-lookup":
+            lookup = methods.get("lookup")
+            runners.append(HFRunner(name, target, config, lookup=dict(
+                prompt_lookup_num_tokens=lookup.draft_length(options), max_matching_ngram_size=lookup.ngram)))
+        else:
+            spec = methods.build(name, target, tokenizer, drafters.get(name), options)
+            runners.append(SpecDiffRunner(name, spec, config, methods.generate_options(target, config)))
+    return runners
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchSettings:
+    repeats: int = 3
+    warmup: int = 1  # untimed runs of every method on the first prompt
+
+    def __post_init__(self):
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+
+
+@dataclass
+class BenchRun:
+    """outputs[method][repeat][prompt] = one TurnOutput per turn."""
+
+    prompts: list[BenchPrompt]
+    config: DecodingConfig
+    settings: BenchSettings
+    outputs: dict[str, list[list[list[TurnOutput]]]]
+
+
+def converse(runner: Runner, prompt: BenchPrompt, conversation: Conversation) -> list[TurnOutput]:
+    conversation.reset()
+    outputs = []
+    for turn in prompt.turns:
+        ids = conversation.prompt_ids(turn)
+        output = runner.run(ids)
+        output.text = conversation.add_reply(ids, output.token_ids)
+        outputs.append(output)
+    return outputs
+
+
+def run_bench(runners: list[Runner], prompts: list[BenchPrompt], conversation: Conversation,
+              config: DecodingConfig, settings: BenchSettings = BenchSettings(), progress: bool = True) -> BenchRun:
+    outputs = {runner.name: [[] for _ in range(settings.repeats)] for runner in runners}
+    total = len(runners) * (settings.warmup + settings.repeats * len(prompts))
+    with tqdm(total=total, desc="bench", unit="answer", disable=not progress) as bar:
+        for _ in range(settings.warmup):
+            for runner in runners:
+                converse(runner, prompts[0], conversation)
+                bar.update()
+        for repeat in range(settings.repeats):
+            for prompt in prompts:
+                for runner in runners:
+                    bar.set_postfix_str(f"repeat {repeat + 1}/{settings.repeats} {runner.name}")
+                    outputs[runner.name][repeat].append(converse(runner, prompt, conversation))
+                    bar.update()
+    return BenchRun(prompts, config, settings, outputs)

@@ -1,0 +1,251 @@
+"""What `specdiff bench` reports (DESIGN.md §5): the summary table, Spec-Bench answer files, plots.
+
+Per method: tau (new tokens / target forwards, bonus included, step-weighted over the whole run),
+accepted draft tokens per step, tokens/s and speedup over `hf-generate` (median and range over
+repeats), exact-match rate against `hf-generate`'s outputs, and the outputs' distinct-bigram ratio,
+so that a looping model is visible instead of a flattering speedup (DESIGN.md §6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+import transformers
+
+from specdiff.bench import BASELINE, BenchRun, TurnOutput
+from specdiff.metrics import GenerationStats
+from specdiff.zoo.corpus import distinct_bigram_ratio
+
+LOOP_THRESHOLD = 0.5  # the zoo's quality gate (DESIGN.md §6): below it, greedy outputs loop
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Spread:
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Spread":
+        return cls(statistics.median(values), min(values), max(values))
+
+    def format(self, suffix: str = "") -> str:
+        return f"{self.median:.2f}{suffix} [{self.low:.2f}–{self.high:.2f}]"
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    name: str
+    tau: float  # new tokens / target forwards over every answer of every repeat
+    mean_accepted: float | None  # draft tokens accepted per step (SpecDiff methods)
+    max_accepted: int | None
+    tokens_per_second: Spread  # over repeats
+    speedup: Spread  # tokens/s over hf-generate's, repeat by repeat
+    exact_match: float | None  # share of answers equal to hf-generate's (greedy only)
+    distinct_bigrams: float  # mean over answers
+    new_tokens: int  # per repeat
+    stats: GenerationStats | None  # merged over every answer (SpecDiff methods)
+
+    @property
+    def loops(self) -> bool:
+        return self.distinct_bigrams < LOOP_THRESHOLD
+
+    def as_dict(self) -> dict:
+        return dict(name=self.name, tau=round(self.tau, 4), mean_accepted=self.mean_accepted,
+                    max_accepted=self.max_accepted, tokens_per_second=vars(self.tokens_per_second),
+                    speedup=vars(self.speedup), exact_match=self.exact_match,
+                    distinct_bigrams=round(self.distinct_bigrams, 4), loops=self.loops, new_tokens=self.new_tokens,
+                    stats=None if self.stats is None else self.stats.as_dict())
+
+
+def _answers(repeat: list[list[TurnOutput]]) -> list[TurnOutput]:
+    return [turn for prompt in repeat for turn in prompt]
+
+
+def _tokens_per_second(repeat: list[list[TurnOutput]]) -> float:
+    answers = _answers(repeat)
+    return sum(len(a.token_ids) for a in answers) / sum(a.wall_time for a in answers)
+
+
+def summarize(run: BenchRun) -> list[MethodSummary]:
+    reference = run.outputs[BASELINE]
+    baseline_speed = [_tokens_per_second(repeat) for repeat in reference]
+    return [_summary(name, repeats, baseline_speed, _answers(reference[0]), run.config.greedy)
+            for name, repeats in run.outputs.items()]
+
+
+def _summary(name, repeats, baseline_speed, reference, greedy) -> MethodSummary:
+    every = [answer for repeat in repeats for answer in _answers(repeat)]
+    first = _answers(repeats[0])
+    speed = [_tokens_per_second(repeat) for repeat in repeats]
+    stats = None
+    if all(a.stats is not None for a in every):
+        stats = GenerationStats()
+        for answer in every:
+            stats = stats.merge(answer.stats)
+    steps = len(stats.accepted_lengths) if stats is not None else 0
+    return MethodSummary(
+        name=name,
+        tau=sum(len(a.token_ids) for a in every) / max(1, sum(a.target_forwards for a in every)),
+        mean_accepted=round(stats.accepted_tokens / steps, 4) if steps else None,
+        max_accepted=max(stats.accepted_lengths) if steps else None,
+        tokens_per_second=Spread.of(speed),
+        speedup=Spread.of([s / b for s, b in zip(speed, baseline_speed)]),
+        exact_match=statistics.mean(a.token_ids == r.token_ids for a, r in zip(first, reference)) if greedy else None,
+        distinct_bigrams=statistics.mean(distinct_bigram_ratio(a.token_ids) for a in first),
+        new_tokens=sum(len(a.token_ids) for a in first),
+        stats=stats,
+    )
+
+
+def markdown_table(summaries: list[MethodSummary]) -> str:
+    lines = [f"| method | tau | accepted/step mean (max) | tokens/s median [range] | speedup vs {BASELINE} "
+             "| exact match | distinct bigrams |", "|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        accepted = "–" if s.mean_accepted is None else f"{s.mean_accepted:.2f} ({s.max_accepted})"
+        speedup = "loops" if s.loops else s.speedup.format("x")
+        exact = "–" if s.exact_match is None else f"{s.exact_match:.0%}"
+        lines.append(f"| {s.name} | {s.tau:.2f} | {accepted} | {s.tokens_per_second.format()} | {speedup} "
+                     f"| {exact} | {s.distinct_bigrams:.2f} |")
+    return "\n".join(lines)
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+def machine_info(model) -> dict:
+    device = model.get_output_embeddings().weight.device
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return dict(
+        time=datetime.now(timezone.utc).isoformat(timespec="seconds"), platform=platform.platform(),
+        python=platform.python_version(), cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+        load_average_1m=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        device=str(device), gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        dtype=str(model.get_output_embeddings().weight.dtype), torch=torch.__version__,
+        transformers=transformers.__version__, specdiff=version("specdiff"),
+    )
+
+
+def _step_lengths(answer: TurnOutput) -> list[int]:
+    """Tokens per target forward (Spec-Bench's `accept_lengths`); unknown inside HF assisted runs."""
+    if answer.stats is not None:
+        return [accepted + 1 for accepted in answer.stats.accepted_lengths]
+    if answer.target_forwards == len(answer.token_ids):  # every forward produced exactly one token
+        return [1] * answer.target_forwards
+    return []
+
+
+def write_answers(run: BenchRun, directory: Path, model_id: str) -> list[Path]:
+    """One Spec-Bench answer file per method; wall times are medians over the repeats."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, repeats in run.outputs.items():
+        lines = []
+        for index, prompt in enumerate(run.prompts):
+            turns = repeats[0][index]
+            choice = dict(
+                index=0, turns=[t.text for t in turns], decoding_steps=[t.target_forwards for t in turns],
+                new_tokens=[len(t.token_ids) for t in turns],
+                wall_time=[statistics.median(r[index][i].wall_time for r in repeats) for i in range(len(turns))],
+                accept_lengths=[n for t in turns for n in _step_lengths(t)],
+            )
+            lines.append(json.dumps(dict(question_id=prompt.question_id, category=prompt.category,
+                                         answer_id=uuid.uuid4().hex[:22], model_id=f"{model_id}-{name}",
+                                         choices=[choice], tstamp=time.time())))
+        path = directory / f"{name}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(path)
+    return paths
+
+
+def plot_acceptance(summaries: list[MethodSummary], directory: Path) -> list[Path]:
+    """accepted_length_histogram.png and per_position_acceptance.png, one series per SpecDiff method."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    shown = [s for s in summaries if s.stats is not None and s.stats.accepted_lengths]
+    if not shown:
+        return []
+    histogram, positions = Figure(figsize=(7, 4)), Figure(figsize=(7, 4))
+    hist_axes, pos_axes = histogram.subplots(), positions.subplots()
+    width = 0.8 / len(shown)
+    for i, s in enumerate(shown):
+        counts = s.stats.acceptance_histogram
+        steps = sum(counts.values())
+        hist_axes.bar([k - 0.4 + (i + 0.5) * width for k in counts], [c / steps for c in counts.values()],
+                      width, label=f"{s.name} (tau {s.tau:.2f})")
+        # Positions no step reached read 0.0 in the stats; they form a suffix, so cut it.
+        reached = max(min(depth, accepted + 1)
+                      for accepted, depth in zip(s.stats.accepted_lengths, s.stats.draft_depths))
+        rates = s.stats.per_position_acceptance[:reached]
+        pos_axes.plot(range(1, len(rates) + 1), rates, marker="o", label=s.name)
+    hist_axes.set(xlabel="draft tokens accepted in a step", ylabel="share of steps", title="Accepted-length histogram")
+    pos_axes.set(xlabel="draft position", ylabel="P(accepted | previous accepted)", ylim=(0, 1.05),
+                 title="Per-position acceptance")
+    paths = []
+    for figure, axes, name in ((histogram, hist_axes, "accepted_length_histogram.png"),
+                               (positions, pos_axes, "per_position_acceptance.png")):
+        axes.legend()
+        figure.savefig(directory / name, dpi=120, bbox_inches="tight")
+        paths.append(directory / name)
+    return paths
+
+
+def _drafters(names: dict[str, str]) -> str:
+    """{runner: drafter} -> "`zoo:x` (ar, ar-tree)", one entry per distinct drafter."""
+    by_drafter: dict[str, list[str]] = {}
+    for runner, drafter in names.items():
+        by_drafter.setdefault(drafter, []).append(runner)
+    return ", ".join(f"`{d}` ({', '.join(r)})" for d, r in by_drafter.items()) or "none"
+
+
+def report_markdown(run: BenchRun, summaries: list[MethodSummary], info: dict) -> str:
+    config, settings = run.config, run.settings
+    decoding = "greedy" if config.greedy else (f"sampled (temperature {config.temperature}, top_k {config.top_k}, "
+                                               f"top_p {config.top_p}, seed {config.seed})")
+    if config.repetition_penalty != 1.0:
+        decoding += f", repetition_penalty {config.repetition_penalty}"
+    if config.no_repeat_ngram_size:
+        decoding += f", no_repeat_ngram_size {config.no_repeat_ngram_size}"
+    return "\n".join([
+        f"`{info.get('command', 'specdiff bench')}`",
+        "",
+        f"Target `{info.get('target')}`, drafters {_drafters(info.get('drafters') or {})}; {len(run.prompts)} prompts "
+        f"({info.get('prompts')}), {config.max_new_tokens} new tokens, {decoding}; {settings.repeats} repeats "
+        f"after {settings.warmup} warm-up; {info['cpu']}, {info['torch_threads']} torch threads, "
+        f"{info['device']}, torch {info['torch']}, transformers {info['transformers']}, {info['time']}.",
+        "",
+        markdown_table(summaries),
+        "",
+        "tau = new tokens / target forwards (bonus token included; plain decoding = 1.00), over all answers. "
+        f"A row whose outputs loop (distinct-bigram ratio < {LOOP_THRESHOLD}) shows `loops` instead of a speedup.",
+        "",
+    ])
+
+
+def write_report(run: BenchRun, summaries: list[MethodSummary], directory: Path, info: dict,
+                 model_id: str = "specdiff") -> list[Path]:
+    """answers/<method>.jsonl (Spec-Bench format), results.json, table.md and the two plots."""
+    directory.mkdir(parents=True, exist_ok=True)
+    results = directory / "results.json"
+    results.write_text(json.dumps(dict(info=info, config=run.config.as_dict(), settings=vars(run.settings),
+                                       methods=[s.as_dict() for s in summaries]), indent=1))
+    table = directory / "table.md"
+    table.write_text(report_markdown(run, summaries, info))
+    answers = write_answers(run, directory / "answers", model_id)
+    return [*answers, results, table, *plot_acceptance(summaries, directory)]

@@ -1,0 +1,229 @@
+"""`specdiff bench` and its library: prompt sets, conversations, runners, summaries, the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from specdiff import bench, bench_report, methods
+from specdiff.config import DecodingConfig
+from specdiff.metrics import GenerationStats
+from test_cli import invoke, tiny_models  # noqa: F401  (session fixture)
+
+ANSWER_KEYS = {"question_id", "category", "answer_id", "model_id", "choices", "tstamp"}
+CHOICE_KEYS = {"index", "turns", "decoding_steps", "new_tokens", "wall_time", "accept_lengths"}
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models):  # noqa: F811
+    target_dir, drafter_dir = tiny_models
+    target = AutoModelForCausalLM.from_pretrained(target_dir).eval()
+    drafter = AutoModelForCausalLM.from_pretrained(drafter_dir).eval()
+    return target, AutoTokenizer.from_pretrained(target_dir), drafter
+
+
+def write_questions(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_bench_cli_writes_answers_table_and_plots(tiny_models, tmp_path):  # noqa: F811
+    target, drafter = tiny_models
+    questions = write_questions(tmp_path / "question.jsonl", [
+        {"question_id": 81, "category": "coding", "turns": ["def add(a, b):", "def sub(a, b):"]},
+        {"question_id": 82, "category": "writing", "turns": ["import os\nimport sys\nimport os\n"]},
+    ])
+    out = tmp_path / "out"
+    result = invoke("bench", "--target", target, "--drafter", drafter, "--prompts", questions,
+                    "--max-new-tokens", 8, "--repeats", 2, "--warmup", 1, "--out", out)
+    assert result.exit_code == 0, result.output
+    names = bench.runner_names()
+    for name in names:
+        assert f"| {name} |" in result.stdout
+        lines = (out / "answers" / f"{name}.jsonl").read_text().splitlines()
+        answers = [json.loads(line) for line in lines]
+        assert [a["question_id"] for a in answers] == [81, 82]
+        assert set(answers[0]) == ANSWER_KEYS and set(answers[0]["choices"][0]) == CHOICE_KEYS
+        choice = answers[0]["choices"][0]
+        assert len(choice["turns"]) == len(choice["new_tokens"]) == len(choice["wall_time"]) == 2
+        if choice["accept_lengths"]:
+            assert sum(choice["accept_lengths"]) == sum(choice["new_tokens"])
+    results = json.loads((out / "results.json").read_text())
+    assert [m["name"] for m in results["methods"]] == names
+    # Greedy everywhere: every method, HF's included, reproduces hf-generate token for token.
+    assert all(m["exact_match"] == 1.0 for m in results["methods"])
+    assert results["methods"][0]["tau"] == 1.0
+    assert results["info"]["torch"] == torch.__version__ and results["info"]["command"].startswith("specdiff bench")
+    table = (out / "table.md").read_text()
+    assert "| hf-generate |" in table and "specdiff bench" in table
+    for plot in ("accepted_length_histogram.png", "per_position_acceptance.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_cli_heldout_prompts_and_one_method(tiny_models, tmp_path):  # noqa: F811
+    target, _ = tiny_models
+    out = tmp_path / "out"
+    result = invoke("bench", "--target", target, "-m", "lookup", "--num-prompts", 2, "--max-new-tokens", 4,
+                    "--repeats", 1, "--warmup", 0, "--out", out)
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line) for line in (out / "answers" / "lookup.jsonl").read_text().splitlines()]
+    assert len(answers) == 2 and answers[0]["category"] == "stdlib-heldout"
+    assert sorted(p.name for p in (out / "answers").iterdir()) == ["hf-generate.jsonl", "lookup.jsonl"]
+
+
+def test_load_prompts_filters_and_validates(tmp_path):
+    path = write_questions(tmp_path / "q.jsonl", [
+        {"question_id": 1, "category": "math", "turns": ["1 + 1"]},
+        {"question_id": 2, "category": "coding", "turns": ["def f():"]},
+        {"question_id": 3, "category": "coding", "turns": ["class A:"]},
+    ])
+    assert [p.question_id for p in bench.load_prompts(path, categories=("coding",))] == [2, 3]
+    assert [p.question_id for p in bench.load_prompts(path, num_prompts=1)] == [1]
+    with pytest.raises(bench.PromptFileError, match="no prompts in categories rag"):
+        bench.load_prompts(path, categories=("rag",))
+    path.write_text('{"question_id": 1, "turns": []}\n')
+    with pytest.raises(bench.PromptFileError, match=r"q.jsonl:1: .*non-empty list of strings"):
+        bench.load_prompts(path)
+
+
+def test_shipped_question_files_parse():
+    from pathlib import Path
+
+    data = Path("/work/shared/data")
+    if not data.exists():
+        pytest.skip("the shared data folder is not on this machine")
+    spec_bench = bench.load_prompts(data / "spec_bench" / "question.jsonl")
+    assert len(spec_bench) == 480 and len(spec_bench[0].turns) == 2
+    assert len(bench.load_prompts(data / "mt_bench" / "question.jsonl")) == 80
+
+
+def test_plain_conversation_extends_the_running_ids(loaded):
+    _, tokenizer, _ = loaded
+    conversation = bench.Conversation(tokenizer)
+    assert not conversation.templated
+    first = conversation.prompt_ids("def add(a, b):")
+    assert first == tokenizer("def add(a, b):")["input_ids"]
+    conversation.add_reply(first, [5, 6, 7])
+    second = conversation.prompt_ids("def sub(a, b):")
+    assert second[: len(first) + 3] == first + [5, 6, 7] and len(second) > len(first) + 3
+    assert tokenizer.decode(second).endswith("\ndef sub(a, b):")
+
+
+def test_chat_template_conversation_extends_the_running_ids(loaded):
+    _, tokenizer, _ = loaded
+    templated = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    templated.chat_template = ("{% for m in messages %}<|pad|>{{ m['role'] }}:{{ m['content'] }}{{ eos_token }}"
+                               "{% endfor %}{% if add_generation_prompt %}<|pad|>assistant:{% endif %}")
+    conversation = bench.Conversation(templated)
+    first = conversation.prompt_ids("hello")
+    assert templated.decode(first) == "<|pad|>user:hello<|endoftext|><|pad|>assistant:"
+    reply = templated("x = 1", add_special_tokens=False)["input_ids"]  # stopped by max_new_tokens: no EOS
+    conversation.add_reply(first, reply)
+    second = conversation.prompt_ids("again")
+    assert second[: len(first) + len(reply)] == first + reply  # the KV cache of turn one stays valid
+    assert templated.decode(second).endswith("x = 1<|endoftext|><|pad|>user:again<|endoftext|><|pad|>assistant:")
+    assert bench.Conversation(templated, use_chat_template=False).templated is False
+
+
+def test_conversation_drops_the_oldest_tokens(loaded):
+    _, tokenizer, _ = loaded
+    conversation = bench.Conversation(tokenizer, max_prompt_tokens=5)
+    ids = conversation.prompt_ids("def function_with_a_long_name(argument_one, argument_two):")
+    full = tokenizer("def function_with_a_long_name(argument_one, argument_two):")["input_ids"]
+    assert ids == full[-5:] and conversation.dropped_tokens == len(full) - 5
+
+
+def test_hf_runners_count_forwards_and_restore_the_assistant_config(loaded):
+    target, tokenizer, drafter = loaded
+    config = DecodingConfig.from_model(target, max_new_tokens=6)
+    before = drafter.generation_config.to_dict()
+    runners = bench.make_runners(["hf-assisted", "hf-lookup"], target, tokenizer, {"hf-assisted": drafter}, config)
+    assert [r.name for r in runners] == ["hf-generate", "hf-assisted", "hf-lookup"]
+    ids = tokenizer("def add(a, b):")["input_ids"]
+    plain, assisted, lookup = (runner.run(ids) for runner in runners)
+    assert plain.target_forwards == len(plain.token_ids) == 6  # one forward per token, prefill included
+    assert assisted.token_ids == lookup.token_ids == plain.token_ids
+    assert 1 <= assisted.target_forwards <= 6
+    assert drafter.generation_config.to_dict() == before
+
+
+def test_make_runners_refuses_unknown_names_and_missing_drafter(loaded):
+    target, tokenizer, _ = loaded
+    config = DecodingConfig.from_model(target, max_new_tokens=4)
+    with pytest.raises(methods.UnknownMethodError, match="known: hf-generate, hf-assisted"):
+        bench.make_runners(["nope"], target, tokenizer, {}, config)
+    with pytest.raises(ValueError, match="needs a drafter model"):
+        bench.make_runners(["ar"], target, tokenizer, {}, config)
+    assert [bench.default_drafter(n) for n in ("hf-generate", "hf-assisted", "lookup", "ar-tree")] == [
+        None, "stdlib-ar-drafter", None, "stdlib-ar-drafter"]
+
+
+def _answer(tokens, wall_time, forwards, accepted=None):
+    stats = None
+    if accepted is not None:
+        stats = GenerationStats(new_tokens=len(tokens))
+        for a in accepted:
+            stats.record_step(drafted=3, depth=3, accepted=a)
+    return bench.TurnOutput(tokens, wall_time, forwards, stats)
+
+
+def test_summarize_hand_built_run():
+    config = DecodingConfig(max_new_tokens=6)
+    prompts = [bench.BenchPrompt(1, "c", ("p",)), bench.BenchPrompt(2, "c", ("q",))]
+    greedy = [1, 2, 3, 4, 5, 6]
+    loop = [7, 7, 7, 7, 7, 7]
+    outputs = {
+        "hf-generate": [[[_answer(greedy, 1.0, 6)], [_answer(loop, 1.0, 6)]],
+                        [[_answer(greedy, 2.0, 6)], [_answer(loop, 2.0, 6)]]],
+        "ar": [[[_answer(greedy, 0.5, 2, [2, 2])], [_answer([7] * 5 + [8], 0.5, 3, [3, 0, 0])]],
+               [[_answer(greedy, 0.5, 2, [2, 2])], [_answer([7] * 5 + [8], 1.0, 3, [3, 0, 0])]]],
+    }
+    run = bench.BenchRun(prompts, config, bench.BenchSettings(repeats=2), outputs)
+    baseline, ar = bench_report.summarize(run)
+    assert baseline.tau == 1.0 and baseline.speedup.median == 1.0 and baseline.exact_match == 1.0
+    assert ar.tau == pytest.approx(24 / 10)  # step-weighted: all tokens over all forwards
+    assert ar.tokens_per_second == bench_report.Spread(10.0, 8.0, 12.0)
+    assert ar.speedup.low == 2.0 and ar.speedup.high == pytest.approx(8 / 3)  # repeat by repeat vs hf-generate
+    assert ar.exact_match == 0.5
+    assert ar.mean_accepted == pytest.approx(14 / 10) and ar.max_accepted == 3
+    assert ar.distinct_bigrams == pytest.approx((1.0 + 2 / 5) / 2)
+    table = bench_report.markdown_table([baseline, ar])
+    assert "| ar | 2.40 | 1.40 (3) | 10.00 [8.00–12.00] | 2.33x [2.00–2.67] | 50% | 0.70 |" in table
+    looping = bench_report.summarize(bench.BenchRun(prompts[1:], config, bench.BenchSettings(repeats=1),
+                                             {"hf-generate": [[[_answer(loop, 1.0, 6)]]]}))
+    assert looping[0].loops and "| loops |" in bench_report.markdown_table(looping)
+
+
+def test_methods_registry():
+    assert {"ar", "ar-tree", "lookup"} <= set(methods.names())
+    with pytest.raises(methods.UnknownMethodError, match="known methods: ar, ar-tree, lookup"):
+        methods.get("diffusion-xl")
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register(methods.PromptLookupMethod("lookup", "again"))
+    with pytest.raises(ValueError, match="draft_length must be >= 1"):
+        methods.MethodOptions(draft_length=0)
+
+
+def test_register_a_new_method(loaded):
+    target, tokenizer, _ = loaded
+    method = methods.register(methods.PromptLookupMethod("lookup-2gram", "2-gram lookup", ngram=2, k=4))
+    try:
+        spec = methods.build("lookup-2gram", target, tokenizer, options=methods.MethodOptions(draft_length=3))
+        assert spec.drafter.ngram == 2 and spec.draft_length.current() == 3
+        assert "lookup-2gram" in bench.runner_names()
+    finally:
+        methods._REGISTRY.pop(method.name)
+
+
+def test_build_and_generate_options(loaded):
+    target, tokenizer, drafter = loaded
+    with pytest.raises(ValueError, match="needs a drafter model"):
+        methods.build("ar", target, tokenizer)
+    spec = methods.build("ar-tree", target, tokenizer, drafter)
+    assert spec.drafter.top_k == 3 and spec.draft_length.current() == 5
+    assert methods.generate_options(target, DecodingConfig.from_model(target, max_new_tokens=9)) == {}
+    penalty = DecodingConfig.from_model(target, repetition_penalty=1.3)
+    assert methods.generate_options(target, penalty) == {"repetition_penalty": 1.3}

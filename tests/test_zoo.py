@@ -1,0 +1,102 @@
+"""The shipped zoo: offline loading, tokenizer, held-out loss and quality gate, lossless with its drafter."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from specdiff import SpecDiff, zoo
+from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
+from specdiff.zoo.corpus import is_heldout, read_source, split_files, stdlib_root
+from specdiff.zoo.quality import QUALITY_GATE, greedy_continuations
+
+
+@pytest.fixture(scope="module")
+def target():
+    return zoo.load("stdlib-target")
+
+
+@pytest.fixture(scope="module")
+def drafter_model():
+    return zoo.load("stdlib-ar-drafter")[0]
+
+
+def test_loads_offline_with_from_pretrained(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = zoo.path("stdlib-target")
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert model.config.vocab_size == len(tokenizer) <= 8192
+    assert tokenizer.mask_token and tokenizer.eos_token and tokenizer.pad_token
+    assert set(zoo.available()) >= {"stdlib-target", "stdlib-ar-drafter"}
+
+
+def test_shipped_size_budget():
+    total = sum(f.stat().st_size for name in zoo.available() for f in zoo.path(name).iterdir())
+    assert total < 40 * 2**20
+
+
+def test_split_is_deterministic_and_holds_out_about_five_percent():
+    split = split_files()
+    root = stdlib_root()
+    total = len(split.train) + len(split.heldout)
+    assert 0.02 < len(split.heldout) / total < 0.09
+    assert any("test" in p.relative_to(root).parts[0] for p in split.heldout)
+    assert all(is_heldout(p.relative_to(root).as_posix()) for p in split.heldout)
+    assert zoo.heldout_prompts(3, seed=4) == zoo.heldout_prompts(3, seed=4)
+    assert all(prompt.endswith("\n") for prompt in zoo.heldout_prompts(5, seed=0))
+
+
+def test_tokenizer_round_trip_on_heldout_files(target):
+    _, tokenizer = target
+    for path in split_files().heldout[:10]:
+        text = read_source(path)[:5000]
+        assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+
+
+def test_heldout_loss_below_card_bound(target):
+    model, tokenizer = target
+    card = zoo.card("stdlib-target")
+    rng = np.random.default_rng(0)
+    losses = []
+    for path in split_files().heldout[:12]:
+        ids = tokenizer(read_source(path))["input_ids"]
+        if len(ids) < 300:
+            continue
+        start = int(rng.integers(0, len(ids) - 257))
+        window = torch.tensor([ids[start : start + 256]])
+        with torch.no_grad():
+            losses.append(model(input_ids=window, labels=window).loss.item())
+    # the card's loss was measured on random held-out windows; allow slice-to-slice noise
+    assert np.mean(losses) < card["heldout_loss"] + 0.35
+
+
+def test_quality_gate(target):
+    model, tokenizer = target
+    outputs = greedy_continuations(model, tokenizer, zoo.heldout_prompts(3, seed=1), max_new_tokens=128)
+    ratios = [zoo.distinct_bigram_ratio(ids) for ids in outputs]
+    assert np.mean(ratios) >= QUALITY_GATE
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_greedy_specdiff_with_shipped_drafter_equals_generate(target, drafter_model, top_k):
+    model, tokenizer = target
+    spec = SpecDiff(model, AutoregressiveDrafter(drafter_model, k=4, top_k=top_k, tokenizer=tokenizer), tokenizer)
+    for prompt in zoo.heldout_prompts(2, seed=2):
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        expected = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=48, do_sample=False)
+        result = spec.generate(prompt, max_new_tokens=48)
+        assert result.token_ids == expected[0, ids.shape[1]:].tolist()
+        assert result.text == tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        assert result.stats.tau > 1.0
+
+
+def test_stream_yields_the_same_text(target):
+    model, tokenizer = target
+    spec = SpecDiff(model, PromptLookupDrafter(), tokenizer)
+    prompt = zoo.heldout_prompts(1, seed=3)[0]
+    pieces = list(spec.stream(prompt, max_new_tokens=32))
+    assert "".join(pieces) == spec.generate(prompt, max_new_tokens=32).text
