@@ -53,3 +53,6 @@ def zoo_build(work_dir):
         result = run_recipe(recipe, work_dir)
         if result.interrupted:
             raise SystemExit(130)
+    from specdiff.zoo.diffusion_drafter import ship_corpus_ngram
+
+    click.echo(f"corpus 3-gram: {ship_corpus_ngram(work_dir)}", err=True)

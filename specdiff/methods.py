@@ -23,9 +23,10 @@ from typing import Protocol
 
 from specdiff.api import SpecDiff
 from specdiff.config import DecodingConfig
-from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
-from specdiff.policies import DraftLengthPolicy, FixedDraftLength
-from specdiff.trees import Chain, TreeBuilder
+from specdiff.drafters import AutoregressiveDrafter, DiffusionDrafter, PromptLookupDrafter
+from specdiff.ngram import NGramModel, OnlineNGram
+from specdiff.policies import AdaptiveDraftLength, DraftLengthPolicy, FixedDraftLength
+from specdiff.trees import CausalConsistencySearch, Chain, OptTree, TreeBuilder
 
 
 class UnknownMethodError(ValueError):
@@ -69,6 +70,7 @@ class AutoregressiveMethod:
     description: str
     k: int = 5
     top_k: int = 1
+    node_budget: int | None = None  # set: OPT-Tree keeps the best `node_budget` nodes of the drafter's beam
     default_drafter: str | None = "stdlib-ar-drafter"
 
     def __post_init__(self):
@@ -81,7 +83,8 @@ class AutoregressiveMethod:
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         depth = self.draft_length(options)
         drafter = AutoregressiveDrafter(drafter_model, k=depth, top_k=self.top_k)
-        return MethodParts(drafter, Chain(), FixedDraftLength(depth))
+        tree = Chain() if self.node_budget is None else OptTree(node_budget=self.node_budget, max_depth=depth)
+        return MethodParts(drafter, tree, FixedDraftLength(depth))
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,56 @@ class PromptLookupMethod:
         depth = self.draft_length(options)
         drafter = PromptLookupDrafter(ngram=self.ngram, k=depth, max_branches=self.max_branches)
         return MethodParts(drafter, Chain(), FixedDraftLength(depth))
+
+
+@dataclass(frozen=True)
+class DiffusionMethod:
+    """A diffusion drafter drafts `k` positions in one forward (a lattice); the search turns it into
+    the verified tree: argmax chain, causal-consistency search (CPS) or OPT-Tree; optionally with
+    DiffuSpec's adaptive draft length (ADL)."""
+
+    name: str
+    description: str
+    k: int = 8
+    search: str = "chain"  # "chain" | "cps" | "opt-tree"
+    proxy: str = "corpus"  # CPS / OPT-Tree rescoring: "corpus" (shipped stdlib 3-gram) | "online" | "none"
+    adaptive: bool = False
+    node_budget: int = 16
+    default_drafter: str | None = "stdlib-dlm-drafter"
+
+    def __post_init__(self):
+        if self.search not in ("chain", "cps", "opt-tree"):
+            raise ValueError(f"search must be 'chain', 'cps' or 'opt-tree', got {self.search!r}")
+        if self.proxy not in ("corpus", "online", "none"):
+            raise ValueError(f"proxy must be 'corpus', 'online' or 'none', got {self.proxy!r}")
+
+    def _proxy(self, tokenizer, vocab_size: int):
+        if self.proxy == "none":
+            return None
+        if self.proxy == "online":
+            return OnlineNGram(vocab_size)
+        from specdiff import zoo
+
+        return NGramModel.load(zoo.ngram_path())
+
+    def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        eos = DecodingConfig.from_model(target).eos_token_ids
+        if self.adaptive:
+            policy = AdaptiveDraftLength(k_min=max(1, self.k // 2), k_max=options.draft_length or self.k,
+                                         delta=max(1, self.k // 4))
+        else:
+            policy = FixedDraftLength(options.draft_length or self.k)
+        drafter = DiffusionDrafter(drafter_model, k=options.draft_length or self.k, tokenizer=tokenizer,
+                                   eos_token_ids=eos)
+        vocab = len(tokenizer) if tokenizer is not None else drafter_model.config.vocab_size
+        proxy = self._proxy(tokenizer, vocab)
+        if self.search == "cps":
+            tree = CausalConsistencySearch(proxy=proxy, eos_token_ids=eos)
+        elif self.search == "opt-tree":
+            tree = OptTree(node_budget=self.node_budget, proxy=proxy, max_depth=options.draft_length or self.k)
+        else:
+            tree = Chain()
+        return MethodParts(drafter, tree, policy)
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -161,4 +214,14 @@ def generate_options(model, config: DecodingConfig) -> dict:
 register(AutoregressiveMethod("ar", "AR drafter, greedy chain of 5 tokens", k=5, top_k=1))
 register(AutoregressiveMethod("ar-tree", "AR drafter, tree beam keeping the 3 most probable paths per depth, 5 deep",
                               k=5, top_k=3))
+register(AutoregressiveMethod("ar-opt-tree", "AR drafter, OPT-Tree: best 16 nodes of a 4-wide beam, 6 deep",
+                              k=6, top_k=4, node_budget=16))
+register(DiffusionMethod("dlm", "diffusion drafter, 8 positions in one forward, argmax chain"))
+register(DiffusionMethod("dlm-cps", "diffusion drafter + causal-consistency search (stdlib 3-gram proxy)",
+                         search="cps"))
+register(DiffusionMethod("dlm-adl", "diffusion drafter, argmax chain, adaptive draft length", k=12, adaptive=True))
+register(DiffusionMethod("dlm-cps-adl", "diffusion drafter + CPS + adaptive draft length", k=12, search="cps",
+                         adaptive=True))
+register(DiffusionMethod("dlm-opt-tree", "diffusion lattice -> OPT-Tree of 16 nodes (no proxy)", search="opt-tree",
+                         proxy="none"))
 register(PromptLookupMethod("lookup", "prompt lookup: n-gram matches in the context (3-gram, 10 deep, 4 branches)"))

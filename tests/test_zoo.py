@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from specdiff import SpecDiff, zoo
 from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
 from specdiff.zoo.corpus import is_heldout, read_source, split_files, stdlib_root
-from specdiff.zoo.quality import QUALITY_GATE, greedy_continuations
+from specdiff.zoo.quality import QUALITY_GATE, greedy_continuations, pooled_distinct_bigram_ratio
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,8 @@ def test_heldout_loss_below_card_bound(target):
 def test_quality_gate(target):
     model, tokenizer = target
     outputs = greedy_continuations(model, tokenizer, zoo.heldout_prompts(3, seed=1), max_new_tokens=128)
-    ratios = [zoo.distinct_bigram_ratio(ids) for ids in outputs]
-    assert np.mean(ratios) >= QUALITY_GATE
+    assert sum(len(ids) for ids in outputs) > 64  # not all stopping at once
+    assert pooled_distinct_bigram_ratio(outputs) >= QUALITY_GATE
 
 
 @pytest.mark.parametrize("top_k", [1, 2])

@@ -32,6 +32,17 @@ def path(name: str) -> Path:
     return model_dir
 
 
+NGRAM_DIR = "stdlib-ngram"
+
+
+def ngram_path() -> Path:
+    """The shipped stdlib 3-gram (CPS's causal proxy, DiffuSpec's KenLM stand-in)."""
+    path = SHIPPED_DIR / NGRAM_DIR / "ngram3.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is not shipped; `specdiff zoo build` makes it (or use an online n-gram proxy)")
+    return path
+
+
 def card(name: str) -> dict:
     return json.loads((path(name) / "card.json").read_text())
 

@@ -94,6 +94,21 @@ def corpus_ngram(work_dir: Path = DEFAULT_WORK_DIR, order: int = 3, min_count: i
     return model
 
 
+def ship_corpus_ngram(work_dir: Path = DEFAULT_WORK_DIR, out_root: Path = SHIPPED_DIR) -> Path:
+    """Copy the corpus 3-gram next to the shipped models, where `specdiff.zoo.ngram_path()` finds it."""
+    import shutil
+
+    corpus_ngram(work_dir)
+    out = out_root / "stdlib-ngram"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(work_dir / "ngram3-min2.npz", out / "ngram3.npz")
+    (out / "README.md").write_text(
+        "# stdlib-ngram\n\nA 3-gram (absolute discounting, n-grams seen once dropped) of the zoo tokenizer's "
+        "stdlib training stream: the causal proxy of causal-consistency search (DiffuSpec uses a KenLM 3-gram "
+        "fitted on the training split). Rebuilt by `specdiff zoo build`.\n")
+    return out / "ngram3.npz"
+
+
 def export_diffusion(recipe: Recipe, stage: DiffusionStage, model, tokenizer, result: TrainResult, metrics: dict,
                      config: TrainConfig, out_root: Path = SHIPPED_DIR) -> Path:
     out = out_root / recipe.name
