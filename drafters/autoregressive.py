@@ -8,7 +8,8 @@ from specdiff.drafters.base import DraftContext
 from specdiff import hf_compat
 from specdiff.masks import additive_mask, block_allowed
 from specdiff.sampling import SamplingSettings, sample_token
-from specdiff.types import DraftTree, ProposalKind, ancestor_mask, tree_depths
+from specdiff.processing import process_rows
+from specdiff.types import DraftTree, ProposalKind, ancestor_mask, path_to, tree_depths
 from specdiff.vocab import shared_vocab_size
 
 
@@ -52,6 +53,7 @@ class AutoregressiveDrafter:
     def reset(self) -> None:
         self.cache = None
         self.cached_ids: list[int] = []
+        self._processors, self._committed = None, []
 
     @property
     def device(self):
@@ -78,9 +80,14 @@ class AutoregressiveDrafter:
     def propose(self, ctx: DraftContext) -> DraftTree:
         depth = min(self.k, ctx.budget)
         logits = self._sync(ctx.token_ids)
+        self._processors, self._committed = ctx.processors, ctx.token_ids
         if self.top_k == 1:
             return self._chain(logits, depth, ctx.sampling, ctx.generator)
         return self._tree(logits, depth, ctx.sampling)
+
+    def _process(self, logits: torch.Tensor, paths: list[list[int]]) -> torch.Tensor:
+        """The target's processors on drafter logits [R, V], row r after committed ids + paths[r]."""
+        return process_rows(self._processors, [self._committed + path for path in paths], logits)
 
     @staticmethod
     def _dists(logits: torch.Tensor, sampling: SamplingSettings | None) -> torch.Tensor:
@@ -92,7 +99,7 @@ class AutoregressiveDrafter:
         """Greedy: the argmax chain. Sampling: each token drawn from the warped q it reports (IID)."""
         tokens, probs, dists = [], [], []
         for step in range(depth):
-            dist = self._dists(logits, sampling)  # [V]
+            dist = self._dists(self._process(logits[None], [tokens])[0], sampling)  # [V]
             token = int(dist.argmax()) if sampling is None else sample_token(dist, generator)
             tokens.append(token), probs.append(dist[token]), dists.append(dist)
             if step < depth - 1:
@@ -118,7 +125,9 @@ class AutoregressiveDrafter:
         cache_length = len(self.cached_ids)
         expected = 0.0  # E_sub over the layers so far
         for layer in range(depth):
-            layer_dists = self._dists(frontier_logits, sampling)  # [F, V]
+            frontier_paths = [[tokens[i] for i in path_to(torch.tensor(parents), node)] if node >= 0 else []
+                              for node in frontier]
+            layer_dists = self._dists(self._process(frontier_logits, frontier_paths), sampling)  # [F, V]
             top = torch.topk(layer_dists, min(self.top_k, layer_dists.shape[-1]), dim=-1)  # [F, n]
             base = path_probs[frontier] if layer else torch.ones(1, device=path_probs.device)  # [F]
             candidate_probs = (base[:, None] * top.values).flatten()  # [F * n]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
+from transformers import LogitsProcessorList
 
 from specdiff.sampling import SamplingSettings
 from specdiff.types import DraftTree, TokenLattice
@@ -29,6 +30,10 @@ class DraftContext:
     hidden_state: torch.Tensor | None = None
     sampling: SamplingSettings | None = None
     generator: torch.Generator | None = None
+    # The target's context-dependent processors (repetition penalty, no-repeat n-gram). A drafter
+    # may apply them to its own logits so its drafts follow the target's decoding rule; acceptance
+    # stays exact either way, only the acceptance rate changes.
+    processors: LogitsProcessorList | None = None
 
     def __post_init__(self):
         if self.sampling is not None and self.generator is None:

@@ -28,6 +28,7 @@ from specdiff.drafters.autoregressive import _common_prefix
 from specdiff.drafters.base import DraftContext
 from specdiff.lattice import ContextLattice, LatticePruning, prune_lattice
 from specdiff.masks import additive_mask, block_allowed
+from specdiff.processing import process_rows
 from specdiff.vocab import shared_vocab_size
 
 # model_type -> why its logits are shifted by one position.
@@ -116,13 +117,18 @@ class DiffusionDrafter:
             logits = self._block_logits(ctx.token_ids, k)
         else:
             logits = self._reencoded_logits(ctx.token_ids, k)
-        return prune_lattice(self._probs(logits), self.eos_token_ids, self.pruning, context=ctx.token_ids)
+        probs = self._probs(logits, ctx.processors, ctx.token_ids)
+        return prune_lattice(probs, self.eos_token_ids, self.pruning, context=ctx.token_ids)
 
-    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """[k, V'] logits -> [k, V] probabilities over the shared vocabulary; the mask token is never proposed."""
+    def _probs(self, logits: torch.Tensor, processors=None, context: list[int] | None = None) -> torch.Tensor:
+        """[k, V'] logits -> [k, V] probabilities over the shared vocabulary; the mask token is never
+        proposed. The target's processors (repetition penalty...) are applied with the committed
+        context at every position, so the drafts lean the way the target's decoding rule does."""
         logits = logits[:, : self.shared_vocab].float()
         if self.mask_token_id < self.shared_vocab:
             logits[:, self.mask_token_id] = float("-inf")
+        if processors:
+            logits = process_rows(processors, [context] * logits.shape[0], logits)
         return torch.softmax(logits, dim=-1)
 
     def _block_logits(self, token_ids: list[int], k: int) -> torch.Tensor:

@@ -55,7 +55,7 @@ def speculative_decode(
         drafter_forwards = drafter.forward_count
         # 1. draft
         hidden = verifier.last_hidden_at_commit() if verifier.capture_hidden else None
-        ctx = DraftContext(list(verifier.committed), budget, hidden, parts.sampling, parts.generator)
+        ctx = DraftContext(list(verifier.committed), budget, hidden, parts.sampling, parts.generator, processors)
         proposal = drafter.propose(ctx) if budget > 0 else None
         # 2. search
         tree = parts.tree_builder.build(proposal, budget) if proposal is not None else DraftTree.empty()

@@ -27,13 +27,21 @@ def row_contexts(tree: DraftTree, committed: list[int]) -> list[list[int]]:
     return [committed] + [committed + [tokens[j] for j in path_to(tree.parents, i)] for i in range(tree.num_nodes)]
 
 
+def process_rows(processors: LogitsProcessorList | None, contexts: list[list[int]],
+                 logits: torch.Tensor) -> torch.Tensor:
+    """logits [R, V] -> processed logits, row r with context ids `contexts[r]`."""
+    if not processors:
+        return logits
+    rows = []
+    for context, row in zip(contexts, logits):
+        ids = torch.tensor([context], device=logits.device)
+        rows.append(processors(ids, row[None].clone())[0])
+    return torch.stack(rows)
+
+
 def apply_per_node(processors: LogitsProcessorList, tree: DraftTree, logits: torch.Tensor,
                    committed: list[int]) -> torch.Tensor:
     """logits [1 + N, V] -> processed logits, each row with its own root-to-node context."""
     if not processors:
         return logits
-    rows = []
-    for context, row in zip(row_contexts(tree, committed), logits):
-        ids = torch.tensor([context], device=logits.device)
-        rows.append(processors(ids, row[None].clone())[0])
-    return torch.stack(rows)
+    return process_rows(processors, row_contexts(tree, committed), logits)
