@@ -56,7 +56,7 @@ def train_target(work_dir, out_dir, steps):
 @_out_dir
 @_steps
 def train_ar_drafter(work_dir, out_dir, steps):
-    """Train the zoo's AR drafter, distilled on the shipped target.
+    """Train the zoo's AR drafter (corpus cross-entropy; the recipe notes the distillation option).
 
     \b
     Example:
