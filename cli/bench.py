@@ -22,8 +22,8 @@ def _check_names(ctx, param, value):
 @model_options
 @decoding_options
 @click.option("--method", "-m", "method_names", multiple=True, callback=_check_names,
-              help=f"Repeatable; default all: {', '.join(bench.runner_names())}. "
-                   "hf-generate always runs (the reference).")
+              help=f"Repeatable; one of {', '.join(bench.runner_names())}. Default: every one whose drafter "
+                   "can be loaded (shipped in the zoo, or --drafter). hf-generate always runs (the reference).")
 @click.option("--prompts", "prompts_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Spec-Bench / MT-Bench style question.jsonl [default: the zoo's held-out stdlib excerpts].")
 @click.option("--num-prompts", type=click.IntRange(min=1), default=None,
@@ -56,7 +56,7 @@ def bench_command(ctx, method_names, prompts_path, num_prompts, categories, prom
         settings = bench.BenchSettings(**{name: value for name, value in given.items() if value is not None})
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--prompts") from None
-    names = list(method_names) or bench.runner_names()
+    names = list(method_names) or bench.default_runner_names(drafter_given=params["drafter"] is not None)
     models = load_models(params, names)
     config = decoding_config(models.target, params)
     try:

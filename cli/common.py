@@ -137,18 +137,34 @@ def load_models(params: dict, runner_names: list[str]) -> Models:
     if tokenizer is None:
         raise click.BadParameter(f"{target_name!r} has no tokenizer; save one next to the model "
                                  "(tokenizer.save_pretrained)", param_hint="--target")
-    loaded: dict[str, tuple] = {}  # one load per distinct drafter
+    loaded: dict[tuple, tuple] = {}  # one load per distinct drafter and loader
     drafters, names = {}, {}
     for runner in runner_names:
         default = bench.default_drafter(runner)
         if default is None:
             continue
-        key = params["drafter"] or default
-        if key not in loaded:
+        own_loader = _own_drafter_loader(runner)
+        key = (own_loader, params["drafter"] or default)
+        if key not in loaded and own_loader is not None:
+            loaded[key] = _load_own_drafter(own_loader, key[1], params["dtype"], params["device"])
+        elif key not in loaded:
             loaded[key] = load_model(params["drafter"], default, "--drafter", params["dtype"], params["device"])
             _check_pairing(target, tokenizer, *loaded[key][:2])
         drafters[runner], _, names[runner] = loaded[key]
     return Models(target, tokenizer, target_name, drafters, names)
+
+
+def _own_drafter_loader(runner: str):
+    """A method's `load_drafter(spec, dtype, device)`, for drafters that are not causal LMs (heads); else None."""
+    return getattr(methods.get(runner), "load_drafter", None) if runner in methods.names() else None
+
+
+def _load_own_drafter(load, spec: str, dtype: str, device: str) -> tuple:
+    """(drafter, None, name) as `load_model` returns; the method checks the pairing when it builds."""
+    try:
+        return load(spec, DTYPES[dtype], device), None, spec
+    except (OSError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="--drafter") from None
 
 
 def _check_pairing(target, tokenizer, drafter, drafter_tokenizer) -> None:

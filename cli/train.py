@@ -90,3 +90,42 @@ def train_diffusion_drafter(stage, examples, work_dir, out_dir, steps):
             raise click.UsageError("--examples sizes Stage 2's target continuations; Stage 1 trains on the corpus")
         recipe = replace(recipe, diffusion=replace(recipe.diffusion, examples=examples))
     _run(name, work_dir, steps, out_dir, recipe)
+
+
+@train_group.command("heads")
+@click.option("--target", metavar="PATH|NAME", default=None,
+              help="The frozen target: a zoo name or a model directory with its tokenizer [default: the "
+                   "stdlib-heads recipe's, stdlib-target].")
+@click.option("--labels", type=click.Choice(["target", "corpus"]), default=None,
+              help="target: self-distillation on the target's own greedy continuations; corpus: the corpus's "
+                   "next tokens [default: the recipe's].")
+@click.option("--num-heads", type=click.IntRange(min=1), default=None, help="Heads to train [default: the recipe's].")
+@click.option("--hydra/--no-hydra", default=None,
+              help="Hydra-style heads that also see the embeddings of the tokens drafted before them.")
+@click.option("--examples", type=click.IntRange(min=1), default=None,
+              help="--labels target: how many target continuations to generate (cached per size).")
+@_work_dir
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The heads go to OUT_DIR/<name> [default: inside the package for the zoo target; "
+                   "required for any other target, whose heads are named <target dir>-heads].")
+@_steps
+def train_heads(target, labels, num_heads, hydra, examples, work_dir, out_dir, steps):
+    """Train Medusa-style heads on a frozen target (Medusa-1 loss) and export them with a model card.
+
+    \b
+    Example:
+      specdiff train heads
+      specdiff train heads --target ./my-model --out-dir ./my-heads --labels corpus --steps 500
+    """
+    recipe = RECIPES["stdlib-heads"]
+    if target is not None and target != recipe.target:
+        if out_dir is None:
+            raise click.UsageError("heads for a target other than the zoo's go to --out-dir DIR, not into the package")
+        recipe = replace(recipe, name=f"{Path(target).name}-heads", target=target,
+                         description=f"Medusa-style heads for {target}.", command=f"specdiff train heads --target {target}")
+    given = dict(labels=labels, num_heads=num_heads, conditioned=hydra, examples=examples)
+    try:
+        recipe = replace(recipe, **{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    _run(recipe.name, work_dir, steps, out_dir or SHIPPED_DIR, recipe)

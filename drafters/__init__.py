@@ -3,6 +3,8 @@
 from specdiff.drafters.autoregressive import AutoregressiveDrafter
 from specdiff.drafters.base import DraftContext, Drafter
 from specdiff.drafters.diffusion import DiffusionDrafter
+from specdiff.drafters.heads import HeadsConfig, HeadsDrafter, MedusaHeads
 from specdiff.drafters.lookup import PromptLookupDrafter
 
-__all__ = ["AutoregressiveDrafter", "DiffusionDrafter", "DraftContext", "Drafter", "PromptLookupDrafter"]
+__all__ = ["AutoregressiveDrafter", "DiffusionDrafter", "DraftContext", "Drafter", "HeadsConfig", "HeadsDrafter",
+           "MedusaHeads", "PromptLookupDrafter"]

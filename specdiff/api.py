@@ -40,6 +40,8 @@ class SpecDiff:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.verifier = HFVerifier(model)
+        # Heads drafters read the target's last hidden state from the verify pass (DraftContext.hidden_state).
+        self.verifier.capture_hidden = bool(getattr(drafter, "needs_hidden_state", False))
         self.drafter = drafter
         drafter.bind(self.verifier.vocab_size, tokenizer)
         self.tree_builder = tree if tree is not None else Chain()

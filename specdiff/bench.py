@@ -237,6 +237,25 @@ def runner_names() -> list[str]:
     return [*HF_BASELINES, *methods.names()]
 
 
+def default_runner_names(drafter_given: bool) -> list[str]:
+    """What `specdiff bench` runs when no method is named: every runner it can load a drafter for.
+    With one `--drafter` (a causal LM) that excludes methods that load their own kind (heads);
+    without, it excludes methods whose zoo drafter is not shipped."""
+    from specdiff import zoo
+
+    shipped = set(zoo.available())
+
+    def usable(name: str) -> bool:
+        drafter = default_drafter(name)
+        if drafter is None:
+            return True
+        if drafter_given:
+            return not hasattr(methods.get("ar" if name in HF_BASELINES else name), "load_drafter")
+        return drafter in shipped
+
+    return [name for name in runner_names() if usable(name)]
+
+
 def default_drafter(name: str) -> str | None:
     """The zoo drafter a runner uses unless told otherwise (hf-assisted: the `ar` method's)."""
     if name in HF_BASELINES:

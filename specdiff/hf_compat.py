@@ -5,12 +5,16 @@
 - sliding-window layers keep a `cumulative_length` and need `activate_past_recording()` before a
   tree forward can be compacted once the context is longer than the window,
 - a 4-D additive float mask is passed to attention as-is; hybrid models take a dict keyed by
-  layer type, models with one layer type a single tensor.
+  layer type, models with one layer type a single tensor,
+- `output_hidden_states=True` returns every layer's states; `capture_last_hidden` takes only the
+  LM head's input (the last layer's, after the final norm) with a hook.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from transformers import DynamicCache
@@ -100,6 +104,30 @@ def forward(model, input_ids, cache, attention_mask=None, position_ids=None, out
         use_cache=True,
         output_hidden_states=output_hidden_states,
     )
+
+
+class LastHidden:
+    """Filled by `capture_last_hidden`: the LM head's input in the latest forward, [B, Q, H]."""
+
+    value: torch.Tensor | None = None
+
+
+@contextmanager
+def capture_last_hidden(model, enabled: bool = True) -> Iterator[LastHidden]:
+    """Inside the block, each forward of `model` leaves its last-layer hidden states in the yielded
+    `LastHidden`: a pre-hook on the output embeddings reads their input, so the state is exactly
+    what the LM head turned into logits (after the final norm, whatever the architecture names it),
+    and no other layer is kept. enabled False: no hook, `value` stays None."""
+    captured = LastHidden()
+    if not enabled:
+        yield captured
+        return
+    handle = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: setattr(captured, "value", args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
 
 
 def cache_length(cache: DynamicCache) -> int:

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Protocol
 
 from specdiff.api import SpecDiff
 from specdiff.config import DecodingConfig
-from specdiff.drafters import AutoregressiveDrafter, DiffusionDrafter, PromptLookupDrafter
+from specdiff.drafters import AutoregressiveDrafter, DiffusionDrafter, HeadsDrafter, MedusaHeads, PromptLookupDrafter
 from specdiff.ngram import NGramModel, OnlineNGram
 from specdiff.policies import AdaptiveDraftLength, DraftLengthPolicy, FixedDraftLength
-from specdiff.trees import CausalConsistencySearch, Chain, OptTree, TreeBuilder
+from specdiff.trees import CausalConsistencySearch, Chain, OptTree, StaticTree, TreeBuilder
 
 
 class UnknownMethodError(ValueError):
@@ -162,6 +163,50 @@ class DiffusionMethod:
         return MethodParts(drafter, tree, policy)
 
 
+@dataclass(frozen=True)
+class HeadsMethod:
+    """Medusa-style heads on the target's last hidden state draft one lattice row per head, for free
+    from the verify pass; the search makes it the argmax chain, a static Medusa tree or an OPT-Tree.
+
+    The drafter is not a causal LM: `load_drafter` reads a heads directory (MedusaHeads.save_pretrained)
+    or a zoo name, and `build` attaches the heads to the target's LM head."""
+
+    name: str
+    description: str
+    search: str = "chain"  # "chain" | "static-tree" (widths per depth) | "opt-tree"
+    top_k: int = 4  # candidates per head
+    node_budget: int = 16  # opt-tree
+    widths: tuple[int, ...] = (4, 2, 2, 1)  # static-tree: Medusa-style choices, every rank path below these
+    default_drafter: str | None = "stdlib-heads"
+
+    def __post_init__(self):
+        if self.search not in ("chain", "static-tree", "opt-tree"):
+            raise ValueError(f"search must be 'chain', 'static-tree' or 'opt-tree', got {self.search!r}")
+        if self.top_k < max(self.widths):
+            raise ValueError(f"top_k ({self.top_k}) must cover the widest static-tree level ({max(self.widths)})")
+
+    @staticmethod
+    def load_drafter(spec: str, dtype, device) -> MedusaHeads:
+        """Heads from a directory, or a zoo name (FileNotFoundError / ValueError name the fix)."""
+        from specdiff import zoo
+
+        path = Path(spec).expanduser()
+        if not path.exists() and "/" not in spec:
+            path = zoo.path(spec)  # a zoo name; raises FileNotFoundError naming what is shipped
+        return MedusaHeads.from_pretrained(path, dtype=dtype, device=device)
+
+    def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        drafter = HeadsDrafter(drafter_model, target, top_k=self.top_k)
+        depth = min(options.draft_length or drafter.k, drafter.k)
+        if self.search == "opt-tree":
+            tree = OptTree(node_budget=self.node_budget, max_depth=depth)
+        elif self.search == "static-tree":
+            tree = StaticTree.from_widths(self.widths)
+        else:
+            tree = Chain()
+        return MethodParts(drafter, tree, FixedDraftLength(depth))
+
+
 _REGISTRY: dict[str, Method] = {}
 
 
@@ -224,4 +269,7 @@ register(DiffusionMethod("dlm-cps-adl", "diffusion drafter + CPS + adaptive draf
                          adaptive=True))
 register(DiffusionMethod("dlm-opt-tree", "diffusion lattice -> OPT-Tree of 16 nodes (no proxy)", search="opt-tree",
                          proxy="none"))
+register(HeadsMethod("heads", "Medusa-style heads on the target's hidden state, argmax chain (no drafter forward)"))
+register(HeadsMethod("heads-tree", "Medusa-style heads, OPT-Tree of 16 nodes over each head's top-4",
+                     search="opt-tree"))
 register(PromptLookupMethod("lookup", "prompt lookup: n-gram matches in the context (3-gram, 10 deep, 4 branches)"))

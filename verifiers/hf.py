@@ -3,6 +3,12 @@
 Cache convention (Medusa/EAGLE): the KV cache holds every committed token except the last one.
 A tree forward feeds [last committed token, tree nodes...], so its logits row 0 is the
 distribution after the last committed token and row i + 1 the one after tree node i.
+
+With `capture_hidden` on (heads drafters), every forward also keeps the LM head's input, and the
+verifier holds the hidden state whose logits produced the last committed token: after `commit`, the
+last accepted row (it produced the bonus token); after `prefill`, the prefill's last row, i.e. the
+second-to-last prompt token, which predicts the last one. So the first step drafts from the
+prefill with no extra forward, and only a one-token prompt (nothing to prefill) starts without one.
 """
 
 from __future__ import annotations
@@ -53,12 +59,16 @@ class HFVerifier:
             cached = len(self.committed) - 1
         else:
             self.cache, cached = hf_compat.new_cache(self.model), 0
+            self._hidden_at_commit = None
         new_ids = input_ids[cached:-1]
         if new_ids:
             positions = torch.arange(cached, cached + len(new_ids), device=self.device)[None]
             ids = torch.tensor([new_ids], device=self.device)
-            hf_compat.forward(self.model, ids, self.cache, position_ids=positions)
+            with hf_compat.capture_last_hidden(self.model, self.capture_hidden) as hidden:
+                hf_compat.forward(self.model, ids, self.cache, position_ids=positions)
             hf_compat.trim_to_window(self.cache)
+            if self.capture_hidden:
+                self._hidden_at_commit = hidden.value[0, -1]  # [H]: it predicts input_ids[-1]
         self.committed = list(input_ids)
         self._pending = None
 
@@ -81,12 +91,12 @@ class HFVerifier:
         }
         ids = torch.cat([torch.tensor([self.committed[-1]]), tree.tokens.cpu()])[None].to(self.device)
         positions = query_positions(parents, cache_length)[None].to(self.device)
-        out = hf_compat.forward(self.model, ids, self.cache, hf_compat.pack_masks(masks), positions,
-                                output_hidden_states=self.capture_hidden)
+        with hf_compat.capture_last_hidden(self.model, self.capture_hidden) as hidden:
+            out = hf_compat.forward(self.model, ids, self.cache, hf_compat.pack_masks(masks), positions)
         self.forward_count += 1
         self._pending = tree
         if self.capture_hidden:
-            self.last_hidden = out.hidden_states[-1][0]
+            self.last_hidden = hidden.value[0]  # [1 + N, H]
         return out.logits[0].float()  # [1 + N, V]
 
     @torch.inference_mode()
@@ -110,3 +120,4 @@ class HFVerifier:
 
     def reset(self) -> None:
         self.cache, self.committed, self._pending = None, [], None
+        self.last_hidden, self._hidden_at_commit = None, None

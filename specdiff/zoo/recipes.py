@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from specdiff.training.data import WindowSampler, encode_files
 from specdiff.training.diffusion import DiffusionStage
+from specdiff.training.heads import HeadsRecipe, run_heads_recipe
 from specdiff.training.loop import TrainConfig, TrainResult, train
 from specdiff.training.objectives import CausalLMObjective, DistillationObjective
 from specdiff.zoo.corpus import split_files
@@ -98,12 +99,26 @@ RECIPES = {
         name="stdlib-dlm-drafter",
         description="Diffusion drafter for stdlib-target, DEER Stage II (aligned on the target's greedy output).",
         shape=LlamaShape(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=352),
-        train=TrainConfig(steps=800, batch_size=16, seq_len=128, lr=5e-4, warmup_steps=50,
+        train=TrainConfig(steps=500, batch_size=16, seq_len=128, lr=5e-4, warmup_steps=50,
                           eval_every=100, save_every=100, seed=3),
         teacher="stdlib-target",
         command="specdiff train diffusion-drafter --stage 2",
         diffusion=DiffusionStage(stage=2, max_tail=16, init_from="stdlib-dlm-drafter-s1", prompt_tokens=64,
                                  continuation_tokens=64, examples=2048),
+    ),
+    # Medusa-1 heads on the frozen target (issue 8), self-distilled on its own greedy continuations.
+    "stdlib-heads": HeadsRecipe(
+        name="stdlib-heads",
+        description="Medusa-style heads for stdlib-target: 4 heads, self-distilled on its greedy continuations.",
+        target="stdlib-target",
+        train=TrainConfig(steps=1000, batch_size=16, seq_len=128, lr=1e-3, warmup_steps=50, weight_decay=0.0,
+                          eval_every=100, save_every=100, seed=4),
+        num_heads=4,
+        labels="target",
+        prompt_tokens=64,
+        continuation_tokens=64,
+        examples=2048,
+        command="specdiff train heads",
     ),
 }
 
@@ -126,6 +141,8 @@ def run_recipe(recipe: Recipe, work_dir: Path = DEFAULT_WORK_DIR, steps: int | N
                out_root: Path = SHIPPED_DIR) -> TrainResult:
     """Train one recipe in `work_dir/<name>` (resuming), then export it to `out_root/<name>`
     (default: inside the package, where `specdiff.zoo.load` finds it)."""
+    if isinstance(recipe, HeadsRecipe):
+        return run_heads_recipe(recipe, work_dir, steps, out_root)
     if recipe.diffusion is not None:
         from specdiff.zoo.diffusion_drafter import run_diffusion_recipe
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every benchmark BENCHMARKS.md reports, in one go, on the shipped zoo models (about 25 min on 2 CPU cores).
+#   bash benchmarks/run_all.sh [OUT_DIR]
+set -euo pipefail
+out=${1:-bench-results}
+n=${NUM_PROMPTS:-20}
+common=(--num-prompts "$n" --max-new-tokens 128 --repeats 2 --warmup 1)
+# 1. greedy, every method, the HF baselines in the same run (Stage II diffusion drafter)
+specdiff bench "${common[@]}" --out "$out/greedy" \
+  -m hf-generate -m hf-assisted -m hf-lookup -m ar -m ar-tree -m ar-opt-tree -m lookup \
+  -m dlm -m dlm-cps -m dlm-adl -m dlm-cps-adl -m dlm-opt-tree
+# 2. greedy, the Stage I (not yet aligned) diffusion drafter
+specdiff bench "${common[@]}" --out "$out/greedy-stage1" --drafter stdlib-dlm-drafter-s1 \
+  -m hf-generate -m dlm -m dlm-cps -m dlm-cps-adl -m dlm-opt-tree
+# 3. sampled at temperature 0.7 and 1.0 (top_k 0: pure temperature), lossless: distributions, not outputs, match
+for t in 0.7 1.0; do
+  specdiff bench "${common[@]}" --out "$out/sampled-t$t" --temperature "$t" --top-k 0 --seed 0 \
+    -m hf-generate -m ar -m ar-tree -m lookup -m dlm -m dlm-cps
+done
+# 4. tree size: chain vs OPT-Tree over the AR drafter's beam, node budgets 4..64
+python benchmarks/tree_budget.py --prompts 10 --budgets 4,8,16,32,64 --out "$out/tree-budget"

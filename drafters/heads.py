@@ -1,0 +1,248 @@
+"""Blockwise parallel heads (Stern et al. 2018; Medusa; Hydra; algorithms.md §5): k small heads on
+the target's last hidden state propose the next k tokens, drafting for free from the verify pass.
+
+Offsets. The hidden state h at a position is what the target's LM head turned into the token after
+it; head i (0-based) applied to the same h predicts the token i + 1 positions after that one
+(Medusa's convention: head k predicts t + k + 1). The verifier hands the drafter the hidden state
+whose logits produced the last committed token (the bonus token, or after prefill the last prompt
+token), so head 0 predicts the first draft position, head i the (i + 1)-th.
+
+Each head is a residual block x + SiLU(W x + b) (W, b zero-initialised, so an untrained head is the
+target's own LM head) followed by the target's output projection, shared, never copied: the heads'
+file holds only their own weights. Hydra-style heads (`conditioned=True`) also see the input
+embeddings of the tokens between h and the position they predict: head i adds a zero-initialised
+projection of [e(token after h), e(draft 0), ..., e(draft i - 1)] to h.
+
+Shapes: `H` hidden size, `E` input-embedding width, `V` vocabulary, `L` lattice positions, `K`
+candidates per position.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+
+from specdiff.drafters.base import DraftContext
+from specdiff.processing import process_rows
+from specdiff.types import TokenLattice
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+KIND = "specdiff-medusa-heads"  # in config.json, so a heads directory is never mistaken for a causal LM
+TRAIN_HINT = "train heads for it with `specdiff train heads --target PATH_OR_ZOO_NAME`"
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """hidden_size and vocab_size: the target's LM head, [vocab_size, hidden_size]. num_layers:
+    residual blocks per head (Medusa: 1). conditioned: Hydra-style heads that see the embeddings of
+    the tokens before the position they predict; embedding_size is then the target's input
+    embedding width. target: what the heads were trained on (shown in errors)."""
+
+    hidden_size: int
+    vocab_size: int
+    num_heads: int = 4
+    num_layers: int = 1
+    conditioned: bool = False
+    embedding_size: int | None = None
+    target: str = ""
+
+    def __post_init__(self):
+        for name in ("hidden_size", "vocab_size", "num_heads", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"HeadsConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.conditioned and (self.embedding_size is None or self.embedding_size < 1):
+            raise ValueError("conditioned (Hydra) heads need embedding_size, the target's input embedding width "
+                             f"(target.get_input_embeddings().weight.shape[1]); got {self.embedding_size}")
+
+
+class ResidualBlock(torch.nn.Module):
+    """x + SiLU(W x + b), W and b zero-initialised (Medusa's ResBlock): the identity at start."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, hidden_size)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.silu(self.linear(x))
+
+
+class MedusaHeads(torch.nn.Module):
+    """k heads over the target's last hidden state; call `attach(target)` before use."""
+
+    def __init__(self, config: HeadsConfig):
+        super().__init__()
+        self.config = config
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.Sequential(*(ResidualBlock(config.hidden_size) for _ in range(config.num_layers)))
+            for _ in range(config.num_heads)
+        )
+        if config.conditioned:
+            # Head i reads the embeddings of i + 1 tokens; zero-initialised, so it starts as a Medusa head.
+            self.token_projections = torch.nn.ModuleList(
+                torch.nn.Linear((i + 1) * config.embedding_size, config.hidden_size, bias=False)
+                for i in range(config.num_heads)
+            )
+            for projection in self.token_projections:
+                torch.nn.init.zeros_(projection.weight)
+        # The target's tensors, shared at attach time; non-persistent, so never saved with the heads.
+        self.register_buffer("output_weight", None, persistent=False)  # [V, H]
+        self.register_buffer("output_bias", None, persistent=False)  # [V] | None
+        self.register_buffer("input_embeddings", None, persistent=False)  # [V_in, E], conditioned only
+
+    @classmethod
+    def for_target(cls, target, num_heads: int = 4, num_layers: int = 1, conditioned: bool = False,
+                   name: str = "") -> "MedusaHeads":
+        """Fresh heads shaped for `target`, attached to it."""
+        vocab_size, hidden_size = target.get_output_embeddings().weight.shape
+        embedding_size = target.get_input_embeddings().weight.shape[1] if conditioned else None
+        config = HeadsConfig(hidden_size, vocab_size, num_heads, num_layers, conditioned, embedding_size, name)
+        return cls(config).attach(target)
+
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_heads
+
+    def attach(self, target) -> "MedusaHeads":
+        """Share `target`'s output projection (and input embeddings for conditioned heads); the heads
+        move to its device and dtype. Raises ValueError when the shapes do not match."""
+        output = target.get_output_embeddings()
+        vocab_size, hidden_size = output.weight.shape
+        trained_for = f" (trained for {self.config.target})" if self.config.target else ""
+        if (hidden_size, vocab_size) != (self.config.hidden_size, self.config.vocab_size):
+            raise ValueError(
+                f"these heads{trained_for} take hidden size {self.config.hidden_size} and vocabulary "
+                f"{self.config.vocab_size}, but the target's LM head has hidden size {hidden_size} and vocabulary "
+                f"{vocab_size}; heads only fit the target they were trained on: {TRAIN_HINT}")
+        if self.config.conditioned:
+            width = target.get_input_embeddings().weight.shape[1]
+            if width != self.config.embedding_size:
+                raise ValueError(f"these conditioned heads{trained_for} read {self.config.embedding_size}-wide token "
+                                 f"embeddings, the target's are {width}-wide; {TRAIN_HINT}")
+        self.output_weight = self.output_bias = self.input_embeddings = None  # never cast a former target's
+        self.to(device=output.weight.device, dtype=output.weight.dtype)
+        self.output_weight = output.weight.detach()
+        self.output_bias = None if output.bias is None else output.bias.detach()
+        if self.config.conditioned:
+            self.input_embeddings = target.get_input_embeddings().weight.detach()
+        return self
+
+    def head(self, index: int, hidden: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [..., V] of head `index` from hidden [..., H]. Conditioned heads also take tokens
+        [..., index + 1]: the token after the hidden state's position, then the drafts before `index`."""
+        if self.output_weight is None:
+            raise RuntimeError("MedusaHeads are not attached to a target: call heads.attach(target) "
+                               "(HeadsDrafter does it)")
+        x = hidden
+        if self.config.conditioned:
+            if tokens is None or tokens.shape[-1] != index + 1:
+                raise ValueError(f"conditioned head {index} needs tokens [..., {index + 1}], got "
+                                 f"{None if tokens is None else tuple(tokens.shape)}")
+            embedded = F.embedding(tokens, self.input_embeddings)  # [..., index + 1, E]
+            x = x + self.token_projections[index](embedded.flatten(-2))
+        return F.linear(self.blocks[index](x), self.output_weight, self.output_bias)
+
+    def forward(self, hidden: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [k, ..., V] of every head from hidden [..., H]; conditioned heads take tokens
+        [..., k] (teacher forcing): tokens[..., m] is the token m + 1 positions after the hidden state's."""
+        return torch.stack([self.head(i, hidden, None if tokens is None else tokens[..., : i + 1])
+                            for i in range(self.num_heads)])
+
+    # --- files: config.json + model.safetensors ------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps({"kind": KIND, **asdict(self.config)}, indent=1))
+        save_model(self, str(directory / WEIGHTS_FILE))  # the heads' own weights only (buffers are not saved)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu") -> "MedusaHeads":
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.exists() or not (directory / WEIGHTS_FILE).exists():
+            raise FileNotFoundError(f"no heads at {str(directory)!r}: need {CONFIG_FILE} and {WEIGHTS_FILE} "
+                                    f"written by MedusaHeads.save_pretrained; {TRAIN_HINT}")
+        values = json.loads(config_path.read_text())
+        if values.pop("kind", None) != KIND:
+            raise ValueError(f"{str(directory)!r} holds a model, not heads (its {CONFIG_FILE} has no "
+                             f"\"kind\": \"{KIND}\"); pass a directory written by MedusaHeads.save_pretrained")
+        heads = cls(HeadsConfig(**values))
+        load_model(heads, str(config_path.with_name(WEIGHTS_FILE)), strict=True)
+        return heads.to(device=device, dtype=dtype).eval()
+
+
+class HeadsDrafter:
+    """Drafts up to `heads.num_heads` positions as a `TokenLattice` (each head's `top_k` candidates)
+    from the hidden state the verifier captured: no target forward of its own (BPD §4's combined
+    verify-and-predict: 2m/k target calls become m/k + 1, and here m/k, because the prefill's last
+    row supplies the first step's state). Use it with the target it is attached to:
+    `SpecDiff(target, HeadsDrafter(heads, target))`.
+
+    The target's context processors (repetition penalty...) and, when sampling, its warp are
+    applied to each row, with the committed ids plus the row's predecessors' top tokens as context,
+    so the drafts lean the way the target decodes. Candidates are fixed picks (DETERMINISTIC), which
+    lossless sampling handles for any tree. Conditioned (Hydra) heads are run one after the other
+    along the top-1 path; branches off it reuse that path's rows. With no hidden state (a one-token
+    prompt: nothing was prefilled) the step drafts nothing.
+    """
+
+    needs_hidden_state = True  # SpecDiff turns on the verifier's hidden-state capture
+
+    def __init__(self, heads: MedusaHeads, target, top_k: int = 4):
+        if top_k < 1:
+            raise ValueError(f"top_k (candidates per head) must be >= 1, got {top_k}")
+        self.heads = heads.attach(target).eval()
+        self.k = heads.num_heads  # SpecDiff's default draft length
+        self.top_k = min(top_k, heads.config.vocab_size)
+        self.forward_count = 0  # head evaluations (one batched call; one per head when conditioned)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, target, top_k: int = 4) -> "HeadsDrafter":
+        return cls(MedusaHeads.from_pretrained(directory), target, top_k)
+
+    def bind(self, target_vocab_size: int, tokenizer=None) -> None:
+        if target_vocab_size != self.heads.config.vocab_size:
+            raise ValueError(f"the heads predict {self.heads.config.vocab_size} tokens but the target's LM head has "
+                             f"{target_vocab_size} rows; {TRAIN_HINT}")
+
+    def reset(self) -> None:
+        """Nothing to forget: the heads keep no per-request state."""
+
+    @torch.inference_mode()
+    def propose(self, ctx: DraftContext) -> TokenLattice:
+        """candidates [L, K], probs [L, K], dists [L, V] with L = min(num_heads, budget); L = 0 without a state."""
+        length = min(self.k, ctx.budget)
+        if ctx.hidden_state is None or length < 1:
+            return TokenLattice(torch.zeros(0, self.top_k, dtype=torch.long), torch.zeros(0, self.top_k))
+        hidden = ctx.hidden_state.to(self.heads.output_weight.dtype)  # [H]
+        conditioned = self.heads.config.conditioned
+        all_logits = None if conditioned else self.heads(hidden)  # [k, V]
+        self.forward_count += length if conditioned else 1
+        path = [ctx.token_ids[-1]]  # the token after the hidden state's position, then each row's top token
+        dists, candidates, probs = [], [], []
+        for i in range(length):
+            if conditioned:
+                logits = self.heads.head(i, hidden, torch.tensor(path, device=hidden.device))
+            else:
+                logits = all_logits[i]
+            dist = self._dist(logits, ctx, path[1:])  # [V]
+            top = dist.topk(self.top_k)
+            dists.append(dist), candidates.append(top.indices), probs.append(top.values)
+            path.append(int(top.indices[0]))
+        return TokenLattice(torch.stack(candidates), torch.stack(probs), torch.stack(dists))  # [L, K], [L, K], [L, V]
+
+    @staticmethod
+    def _dist(logits: torch.Tensor, ctx: DraftContext, drafted: list[int]) -> torch.Tensor:
+        """logits [V] -> the row's distribution: processors with its own context, then softmax or the warp."""
+        logits = process_rows(ctx.processors, [ctx.token_ids + drafted], logits.float()[None])[0]
+        return torch.softmax(logits, dim=-1) if ctx.sampling is None else ctx.sampling.probs(logits)

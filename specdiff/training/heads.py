@@ -1,0 +1,290 @@
+"""Training Medusa-style heads on a frozen target (Medusa-1; algorithms.md §5.2), in the shared loop.
+
+The target only supplies hidden states: its weights never change and the heads reuse its LM head.
+Loss: sum_i 0.8^(i+1) CE_i, head i (0-based, Medusa's head k = i + 1) at position j predicting the
+token at j + 2 + i, the same offsets `HeadsDrafter` drafts with. Labels, a choice:
+
+- "target" (self-distillation, Medusa §3.3.1): rows of corpus prompt + the target's own greedy
+  continuation (with its generation_config, repetition penalty included), loss on continuation
+  tokens only. These are exactly the tokens the verifier will accept, so this is the default.
+- "corpus": random windows of the corpus, every next token a label. No generation step, but the
+  heads then learn the corpus, not the target.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from specdiff import hf_compat
+from specdiff.drafters.heads import MedusaHeads
+from specdiff.training.data import WindowSampler, encode_files
+from specdiff.training.diffusion import RowSampler, greedy_continuations
+from specdiff.training.loop import TrainConfig, TrainResult, train
+
+IGNORE = -100  # cross_entropy's ignore_index
+HELDOUT_SEED = 12345
+LABELS = ("target", "corpus")
+
+
+@torch.no_grad()
+def target_hidden(target, batch: torch.Tensor) -> torch.Tensor:
+    """The frozen target's last hidden states [B, S, H]: the LM head's input at every position."""
+    with hf_compat.capture_last_hidden(target) as hidden:
+        target(input_ids=batch)
+    return hidden.value
+
+
+def following_tokens(batch: torch.Tensor, count: int, pad_id: int = 0) -> torch.Tensor:
+    """[B, S, count]: entry [b, j, m] is batch[b, j + 1 + m] (pad_id past the end), what a
+    conditioned head at position j is teacher-forced with."""
+    padded = F.pad(batch[:, 1:], (0, count), value=pad_id)  # [B, S - 1 + count]
+    return padded.unfold(1, count, 1)[:, : batch.shape[1]]
+
+
+def head_labels(batch: torch.Tensor, head: int, label_start: int = 0, ignore_token_id: int | None = None) -> torch.Tensor:
+    """[B, S] labels of head `head`: position j's is batch[j + 2 + head]; IGNORE where that runs past
+    the row, lies before `label_start` (the prompt of a self-distillation row) or is padding."""
+    B, S = batch.shape
+    shift = 2 + head
+    labels = F.pad(batch[:, shift:], (0, shift), value=IGNORE)  # [B, S]
+    label_positions = torch.arange(S, device=batch.device) + shift
+    labels = labels.masked_fill((label_positions < label_start)[None], IGNORE)
+    if ignore_token_id is not None:
+        labels = labels.masked_fill(labels == ignore_token_id, IGNORE)
+    return labels
+
+
+@dataclass
+class HeadsObjective:
+    """Medusa-1: sum_i decay^(i + 1) CE_i over the heads, the target frozen (its hidden states are
+    computed without gradients). label_start / ignore_token_id: see `head_labels`."""
+
+    target: torch.nn.Module
+    decay: float = 0.8
+    label_start: int = 0
+    ignore_token_id: int | None = None
+
+    def __post_init__(self):
+        if not 0.0 < self.decay <= 1.0:
+            raise ValueError(f"decay (Medusa's lambda_k = decay^k) must be in (0, 1], got {self.decay}")
+        self.target.requires_grad_(False).eval()
+
+    def head_logits(self, heads, batch: torch.Tensor) -> torch.Tensor:
+        """[k, B, S, V] every head's logits at every position of `batch` [B, S]."""
+        hidden = target_hidden(self.target, batch)
+        config = getattr(heads, "module", heads).config  # heads may come wrapped for DDP
+        tokens = following_tokens(batch, config.num_heads) if config.conditioned else None
+        return heads(hidden, tokens)
+
+    def loss(self, heads, batch: torch.Tensor) -> torch.Tensor:
+        logits = self.head_logits(heads, batch).float()  # [k, B, S, V]
+        total = logits.new_zeros(())
+        for i, head_logits in enumerate(logits):
+            labels = head_labels(batch, i, self.label_start, self.ignore_token_id)  # [B, S]
+            ce_sum = F.cross_entropy(head_logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+            total = total + self.decay ** (i + 1) * ce_sum / (labels != IGNORE).sum().clamp(min=1)
+        return total
+
+
+@torch.no_grad()
+def head_accuracy(heads, objective: HeadsObjective, batches: list[torch.Tensor], top: int = 5) -> dict:
+    """Per head on `batches`: top-1 and top-`top` accuracy against its labels, and how many labels."""
+    hits1 = torch.zeros(heads.num_heads)
+    hits_top = torch.zeros(heads.num_heads)
+    counts = torch.zeros(heads.num_heads)
+    for batch in batches:
+        logits = objective.head_logits(heads, batch)  # [k, B, S, V]
+        for i in range(heads.num_heads):
+            labels = head_labels(batch, i, objective.label_start, objective.ignore_token_id)  # [B, S]
+            valid = labels != IGNORE
+            best = logits[i].topk(top, dim=-1).indices  # [B, S, top]
+            hits1[i] += (best[..., 0] == labels)[valid].sum().item()
+            hits_top[i] += (best == labels[..., None]).any(dim=-1)[valid].sum().item()
+            counts[i] += valid.sum().item()
+    counts = counts.clamp(min=1)
+    return {"top1": [round(x, 4) for x in (hits1 / counts).tolist()],
+            f"top{top}": [round(x, 4) for x in (hits_top / counts).tolist()],
+            "labels_per_head": int(counts[0])}
+
+
+@dataclass(frozen=True)
+class HeadsRecipe:
+    """How a set of heads is trained. target: zoo name or model directory. labels: "target"
+    (self-distillation rows of prompt_tokens + the target's continuation_tokens, `examples` of
+    them) or "corpus" (windows of train.seq_len). The card reports each head's held-out accuracy."""
+
+    name: str
+    description: str
+    target: str
+    train: TrainConfig
+    num_heads: int = 4
+    num_layers: int = 1
+    conditioned: bool = False
+    labels: str = "target"
+    prompt_tokens: int = 64
+    continuation_tokens: int = 64
+    examples: int = 2048
+    heldout_examples: int = 64
+    command: str = ""
+
+    def __post_init__(self):
+        if self.labels not in LABELS:
+            raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
+        for name in ("num_heads", "num_layers", "prompt_tokens", "continuation_tokens", "examples", "heldout_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"HeadsRecipe.{name} must be >= 1, got {getattr(self, name)}")
+        row = self.prompt_tokens + self.continuation_tokens
+        if self.labels == "target" and self.train.seq_len != row:
+            raise ValueError(f"self-distillation rows are prompt_tokens + continuation_tokens = {row} tokens; "
+                             f"set the recipe's TrainConfig.seq_len to {row} (got {self.train.seq_len})")
+
+
+def load_target(spec: str):
+    """(model, tokenizer) from a zoo name or a local model directory, frozen in eval mode."""
+    from specdiff import zoo
+
+    if spec in zoo.available() and not Path(spec).exists():
+        model, tokenizer = zoo.load(spec)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(spec, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
+    return model.requires_grad_(False).eval(), tokenizer
+
+
+def _data(recipe: HeadsRecipe, target, tokenizer, run_dir: Path, config: TrainConfig):
+    """(sample_batch, held-out batches, label_start, ignore_token_id) for the recipe's labels."""
+    from specdiff.zoo.corpus import split_files
+
+    split = split_files()
+    train_stream = encode_files(tokenizer, split.train, run_dir / "train_tokens.npy")
+    heldout_stream = encode_files(tokenizer, split.heldout, run_dir / "heldout_tokens.npy")
+    if recipe.labels == "corpus":
+        sampler = WindowSampler(train_stream, config.seq_len, config.batch_size, config.seed)
+        heldout = WindowSampler(heldout_stream, config.seq_len, config.batch_size, seed=HELDOUT_SEED)
+        return sampler.batch, heldout.fixed_batches(config.eval_batches), 0, None
+    rows = _continuations(target, train_stream, recipe, recipe.examples, config.seed, run_dir / "train")
+    heldout_rows = _continuations(target, heldout_stream, recipe, recipe.heldout_examples, HELDOUT_SEED,
+                                  run_dir / "heldout")
+    heldout = RowSampler(heldout_rows, config.batch_size, seed=HELDOUT_SEED)
+    return (RowSampler(rows, config.batch_size, config.seed).batch, heldout.fixed_batches(config.eval_batches),
+            recipe.prompt_tokens, target.generation_config.pad_token_id)
+
+
+def _continuations(target, stream, recipe: HeadsRecipe, count: int, seed: int, cache_stem: Path):
+    prompts = WindowSampler(stream, recipe.prompt_tokens, count, seed).batch(0)  # [count, P]
+    cache = cache_stem.with_name(f"{cache_stem.name}-continuations-{count}x{recipe.prompt_tokens}+"
+                                 f"{recipe.continuation_tokens}-seed{seed}.npy")
+    return greedy_continuations(target, prompts, recipe.continuation_tokens, cache_path=cache)
+
+
+def run_heads_recipe(recipe: HeadsRecipe, work_dir: Path, steps: int | None, out_root: Path) -> TrainResult:
+    """Train the recipe's heads in `work_dir/<name>` (resuming), then export them to `out_root/<name>`."""
+    from accelerate import PartialState
+
+    from specdiff.zoo.recipes import _with_steps
+
+    torch.manual_seed(recipe.train.seed)
+    target, tokenizer = load_target(recipe.target)
+    target.to(PartialState().device)
+    config = recipe.train if steps is None else _with_steps(recipe.train, steps)
+    run_dir = work_dir / recipe.name
+    sample, eval_batches, label_start, ignore = _data(recipe, target, tokenizer, run_dir, config)
+    heads = MedusaHeads.for_target(target, recipe.num_heads, recipe.num_layers, recipe.conditioned, recipe.target)
+    objective = HeadsObjective(target, label_start=label_start, ignore_token_id=ignore)
+    result = train(heads, objective, sample, eval_batches, config, run_dir, desc=f"training {recipe.name}")
+    if not result.interrupted:
+        eval_batches = [batch.to(PartialState().device) for batch in eval_batches]
+        export_heads(recipe, heads, result, head_accuracy(heads, objective, eval_batches), config, out_root / recipe.name)
+    return result
+
+
+def export_heads(recipe: HeadsRecipe, heads: MedusaHeads, result: TrainResult, accuracy: dict,
+                 config: TrainConfig, out: Path) -> Path:
+    """The heads (config.json + model.safetensors) and their model card (card.json, README.md)."""
+    heads.save_pretrained(out)
+    card = {
+        "name": recipe.name,
+        "description": recipe.description,
+        "kind": "Medusa-style heads: x + SiLU(W x + b) per head on the target's last hidden state, the target's "
+                "LM head shared (not stored here)" + ("; Hydra-style token conditioning" if recipe.conditioned else ""),
+        "target": recipe.target,
+        "parameters": sum(p.numel() for p in heads.parameters()),
+        "heads": asdict(heads.config),
+        "labels": recipe.labels,
+        "data": (f"{recipe.examples} greedy continuations of {recipe.target} ({recipe.prompt_tokens}-token stdlib "
+                 f"prompts + {recipe.continuation_tokens} tokens)" if recipe.labels == "target"
+                 else "Python stdlib .py files (train split), next tokens of the corpus"),
+        "steps": result.step,
+        "tokens_seen": result.tokens_seen,
+        "heldout_loss": round(result.eval_loss, 4),
+        "head_accuracy": accuracy,
+        "train_seconds": round(result.train_seconds, 1),
+        "train_config": asdict(config),
+        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
+        "command": recipe.command,
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=1))
+    (out / "README.md").write_text(heads_card_markdown(card, _loading_code(recipe.target, out)))
+    return out
+
+
+def _loading_code(target: str, out: Path) -> str:
+    """How a user loads the target and these heads: through the zoo when both are shipped."""
+    from specdiff import zoo
+
+    if out.parent == zoo.SHIPPED_DIR and (zoo.SHIPPED_DIR / target).exists():
+        return (f'target, tokenizer = zoo.load("{target}")\n'
+                f'drafter = HeadsDrafter.from_pretrained(zoo.path("{out.name}"), target)')
+    return (f'target = AutoModelForCausalLM.from_pretrained("{target}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{target}")\n'
+            f'drafter = HeadsDrafter.from_pretrained("{out}", target)')
+
+
+def heads_card_markdown(card: dict, loading_code: str) -> str:
+    accuracy = card["head_accuracy"]
+    top_name = next(key for key in accuracy if key.startswith("top") and key != "top1")
+    rows = "\n".join(f"| {i} | {i + 2} | {top1:.3f} | {top_k:.3f} |"
+                     for i, (top1, top_k) in enumerate(zip(accuracy["top1"], accuracy[top_name])))
+    return f"""# {card['name']}
+
+{card['description']}
+
+| | |
+|---|---|
+| kind | {card['kind']} |
+| target | {card['target']} |
+| parameters | {card['parameters']:,} |
+| heads | {card['heads']['num_heads']} heads x {card['heads']['num_layers']} residual block(s) |
+| labels | {card['labels']}: {card['data']} |
+| steps | {card['steps']} (batch {card['train_config']['batch_size']} x {card['train_config']['seq_len']} tokens) |
+| held-out loss (sum of 0.8^k-weighted head cross-entropies) | {card['heldout_loss']} |
+| training time | {card['train_seconds'] / 60:.1f} min on {card['machine']} |
+| reproduce | `{card['command']}` |
+
+Held-out accuracy of each head ({accuracy['labels_per_head']:,} labels per head). Offset: how many
+positions after the hidden state's own token the head predicts (the target's LM head is offset 1;
+head 0 drafts the token right after the bonus token).
+
+| head | offset | top-1 | {top_name} |
+|---|---|---|---|
+{rows}
+
+Use them (they attach to the target's LM head, which the file does not hold):
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from specdiff import SpecDiff, zoo
+from specdiff.drafters import HeadsDrafter
+from specdiff.trees import OptTree
+{loading_code}
+spec = SpecDiff(target, drafter, tokenizer=tokenizer, tree=OptTree(node_budget=16))
+```
+"""

@@ -1,0 +1,388 @@
+"""Medusa-style heads (issue 8): the module and its files, the hidden-state offsets, drafting for free
+from the verify pass, greedy equality with `generate` over chain / static tree / OPT-Tree, sampled
+runs that follow the target's law, training in the shared loop, the method registry and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import tiny
+from transformers import AutoModelForCausalLM
+
+from specdiff import DraftTree, SpecDiff, hf_compat, methods
+from specdiff.drafters import HeadsConfig, HeadsDrafter, MedusaHeads
+from specdiff.training.diffusion import greedy_continuations
+from specdiff.training.heads import (IGNORE, HeadsObjective, HeadsRecipe, export_heads, following_tokens,
+                                     head_accuracy, head_labels)
+from specdiff.training.loop import TrainConfig, evaluate, train
+from specdiff.trees import Chain, OptTree, StaticTree
+from specdiff.verifiers import HFVerifier
+from test_cli import assert_clean_failure, invoke, tiny_models  # noqa: F401  (session fixture)
+from test_sampling import P_VALUE
+from test_sampling_e2e import PROMPT as SMALL_PROMPT
+from test_sampling_e2e import first_tokens_pvalue, small_model
+
+NEW_TOKENS = 24
+
+
+def random_heads(target, num_heads: int = 4, conditioned: bool = False, seed: int = 1, std: float = 0.3):
+    """Heads whose blocks are random (zero-initialised ones all repeat the target's own next token)."""
+    heads = MedusaHeads.for_target(target, num_heads=num_heads, conditioned=conditioned)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in heads.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return heads
+
+
+def full_hidden(model, ids: list[int]) -> torch.Tensor:
+    """[T, H] the LM head's input over a plain forward of `ids`."""
+    with torch.no_grad(), hf_compat.capture_last_hidden(model) as hidden:
+        model(input_ids=torch.tensor([ids]))
+    return hidden.value[0]
+
+
+# --- the module -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_shapes_and_zero_init_heads_are_the_lm_head(conditioned):
+    model = tiny.build("llama")
+    heads = MedusaHeads.for_target(model, num_heads=3, conditioned=conditioned)
+    hidden = torch.randn(2, 5, 64)  # [B, S, H]
+    tokens = torch.randint(0, tiny.VOCAB, (2, 5, 3)) if conditioned else None
+    logits = heads(hidden, tokens)
+    assert logits.shape == (3, 2, 5, tiny.VOCAB)
+    # W = 0 and b = 0: every head starts as the target's own LM head (Medusa's initialisation)
+    expected = model.get_output_embeddings()(hidden)
+    for head_logits in logits:
+        torch.testing.assert_close(head_logits, expected)
+    own = {name for name, _ in heads.named_parameters()}
+    assert not any("output" in name or "embeddings" in name for name in own)  # the target's tensors are shared
+
+
+def test_conditioned_heads_use_the_tokens():
+    model = tiny.build("llama")
+    heads = random_heads(model, num_heads=2, conditioned=True)
+    hidden = torch.randn(64)
+    first = heads.head(1, hidden, torch.tensor([5, 6]))
+    assert not torch.allclose(first, heads.head(1, hidden, torch.tensor([5, 7])))
+    with pytest.raises(ValueError, match=r"tokens \[\.\.\., 2\]"):
+        heads.head(1, hidden, torch.tensor([5]))
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_save_load_round_trip(tmp_path, conditioned):
+    model = tiny.build("phi")  # an LM head with a bias
+    heads = random_heads(model, num_heads=3, conditioned=conditioned)
+    heads.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["num_heads"] == 3 and config["conditioned"] is conditioned
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as stored:
+        keys = set(stored.keys())
+    assert keys == set(heads.state_dict()) and not any("output" in key for key in keys)
+    loaded = MedusaHeads.from_pretrained(tmp_path).attach(model)
+    assert loaded.config == heads.config
+    hidden = torch.randn(4, 64)
+    tokens = torch.randint(0, tiny.VOCAB, (4, 3)) if conditioned else None
+    torch.testing.assert_close(loaded(hidden, tokens), heads(hidden, tokens))
+
+
+def test_refuses_a_mismatched_target(tmp_path):
+    heads = MedusaHeads.for_target(tiny.build("llama"), num_heads=2)
+    with pytest.raises(ValueError, match="hidden size 64.*hidden size 32.*specdiff train heads"):
+        heads.attach(tiny.build("llama", hidden_size=32))
+    with pytest.raises(ValueError, match="vocabulary 256.*vocabulary 300.*specdiff train heads"):
+        HeadsDrafter(heads, tiny.build("llama", vocab_size=300))
+    conditioned = MedusaHeads(HeadsConfig(64, 256, 2, conditioned=True, embedding_size=48))
+    with pytest.raises(ValueError, match="48-wide token embeddings"):
+        conditioned.attach(tiny.build("llama"))
+    with pytest.raises(ValueError, match="need embedding_size"):
+        HeadsConfig(64, 256, conditioned=True)
+    with pytest.raises(FileNotFoundError, match="no heads at"):
+        MedusaHeads.from_pretrained(tmp_path / "nothing")
+    tiny.build("llama").save_pretrained(tmp_path / "lm")
+    with pytest.raises(ValueError, match="holds a model, not heads"):
+        MedusaHeads.from_pretrained(tmp_path / "lm")
+
+
+# --- the hidden state the verifier hands over -------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen3"])
+def test_captured_state_is_the_one_that_produced_the_last_committed_token(model_type):
+    model = tiny.build(model_type)
+    prompt = tiny.repetitive_prompt(12)[0].tolist()
+    verifier = HFVerifier(model)
+    verifier.capture_hidden = True
+    verifier.prefill(prompt)  # the cache holds prompt[:-1]: its last row predicts prompt[-1]
+    torch.testing.assert_close(verifier.last_hidden_at_commit(), full_hidden(model, prompt)[-2], atol=1e-5, rtol=0)
+    logits = verifier.score(DraftTree.chain([7, 8, 9]))
+    with torch.no_grad():  # it is the LM head's input
+        torch.testing.assert_close(model.get_output_embeddings()(verifier.last_hidden), logits, atol=1e-4, rtol=0)
+    verifier.commit([0, 1], next_token=11)  # nodes 7, 8 accepted, 11 the bonus
+    committed = prompt + [7, 8, 11]
+    assert verifier.committed == committed
+    torch.testing.assert_close(verifier.last_hidden_at_commit(), full_hidden(model, committed)[-2], atol=1e-4, rtol=0)
+    verifier.prefill([5])  # a new one-token prompt: nothing was run, so nothing is held
+    assert verifier.last_hidden_at_commit() is None
+
+
+class RecordingHeadsDrafter(HeadsDrafter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []  # (committed ids, lattice) per step
+
+    def propose(self, ctx):
+        lattice = super().propose(ctx)
+        self.seen.append((list(ctx.token_ids), lattice))
+        return lattice
+
+
+def test_head_offsets_follow_the_last_committed_token():
+    # Zero-initialised heads are the target's LM head on the captured state, so every row's top token
+    # is what that state predicted: after a greedy step, the bonus token just committed; after the
+    # prefill, the target's guess for the prompt's last token. An off-by-one would make them predict
+    # the target's next token instead, and be accepted every time.
+    model = tiny.build("llama")
+    prompt = tiny.repetitive_prompt()
+    drafter = RecordingHeadsDrafter(MedusaHeads.for_target(model, num_heads=3), model, top_k=2)
+    SpecDiff(model, drafter).generate(prompt, max_new_tokens=16)
+    assert len(drafter.seen) > 3
+    with torch.no_grad():
+        guess = int(model(prompt).logits[0, -2].argmax())
+    for step, (committed, lattice) in enumerate(drafter.seen):
+        expected = guess if step == 0 else committed[-1]
+        assert lattice.candidates[:, 0].tolist() == [expected] * lattice.length
+
+
+def test_drafting_costs_no_target_forward():
+    model = tiny.build("llama")
+    drafter = HeadsDrafter(random_heads(model), model)
+    spec = SpecDiff(model, drafter, tree=OptTree(node_budget=8))
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        result = spec.generate(tiny.repetitive_prompt(), max_new_tokens=NEW_TOKENS)
+    finally:
+        handle.remove()
+    steps = len(result.stats.accepted_lengths)
+    assert result.stats.target_forwards == steps == spec.verifier.forward_count
+    assert len(calls) == 1 + steps  # the prefill, then one verify forward per step: nothing for drafting
+    drafted = sum(1 for depth in result.stats.draft_depths if depth > 0)  # the last step may have no budget left
+    assert drafter.forward_count == result.stats.drafter_forwards == drafted >= steps - 1
+
+
+def test_a_one_token_prompt_starts_without_a_draft():
+    model = tiny.build("llama")
+    drafter = RecordingHeadsDrafter(random_heads(model), model)
+    prompt = torch.tensor([[17]])
+    result = SpecDiff(model, drafter).generate(prompt, max_new_tokens=8)
+    assert result.token_ids == tiny.reference(model, prompt, 8)
+    assert drafter.seen[0][1].length == 0 and all(lattice.length > 0 for _, lattice in drafter.seen[1:])
+
+
+# --- greedy equality with generate -----------------------------------------------------------------
+
+TREES = {"chain": Chain(), "static": StaticTree.from_widths((3, 2, 2, 1)), "opt-tree": OptTree(node_budget=10)}
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2", "qwen3", "opt", "phi"])
+def target(request):
+    model = tiny.build(request.param)
+    prompt = tiny.repetitive_prompt()
+    return model, prompt, tiny.reference(model, prompt, NEW_TOKENS)
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_greedy_equals_generate(target, tree):
+    model, prompt, expected = target
+    for heads in (MedusaHeads.for_target(model), random_heads(model), random_heads(model, conditioned=True)):
+        result = SpecDiff(model, HeadsDrafter(heads, model, top_k=3), tree=TREES[tree]).generate(
+            prompt, max_new_tokens=NEW_TOKENS)
+        assert result.token_ids == expected
+
+
+def test_greedy_with_a_repetition_penalty_equals_generate():
+    model = tiny.build("llama")
+    prompt = tiny.repetitive_prompt()
+    expected = tiny.reference(model, prompt, NEW_TOKENS, repetition_penalty=1.3)
+    for tree in TREES.values():
+        spec = SpecDiff(model, HeadsDrafter(MedusaHeads.for_target(model), model), tree=tree)
+        assert spec.generate(prompt, max_new_tokens=NEW_TOKENS, repetition_penalty=1.3).token_ids == expected
+
+
+def test_drafts_are_accepted_somewhere():
+    # The equality above means something only if some drafts pass: on a looping target the
+    # zero-initialised heads (which repeat the last token) are right.
+    model = tiny.build("opt")
+    prompt = tiny.repetitive_prompt()
+    result = SpecDiff(model, HeadsDrafter(MedusaHeads.for_target(model), model)).generate(prompt, max_new_tokens=NEW_TOKENS)
+    assert result.token_ids == tiny.reference(model, prompt, NEW_TOKENS)
+    assert result.stats.tau > 1.5
+
+
+# --- sampling -------------------------------------------------------------------------------------
+
+SAMPLED = {
+    "chain": (Chain(), False, dict(temperature=1.0, top_k=0)),
+    "opt-tree-warped": (OptTree(node_budget=4), False, dict(temperature=0.8, top_k=5, repetition_penalty=1.2)),
+    "static-hydra": (StaticTree.from_widths((2, 2)), True, dict(temperature=1.0, top_k=0)),
+}
+
+
+@pytest.mark.parametrize("case", SAMPLED)
+def test_sampled_runs_follow_the_target(case):
+    tree, conditioned, options = SAMPLED[case]
+    model = small_model(0)
+    heads = random_heads(model, num_heads=2, conditioned=conditioned, std=1.0)
+    spec = SpecDiff(model, HeadsDrafter(heads, model, top_k=2), tree=tree)
+    assert first_tokens_pvalue(spec, model, 3, 200, options) > P_VALUE
+    accepted = [n for seed in range(20)
+                for n in spec.generate(SMALL_PROMPT, max_new_tokens=6, seed=seed, **options).stats.accepted_lengths]
+    assert 0 in accepted and max(accepted) >= 1  # drafts both rejected and accepted: the residual path runs
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+def test_labels_and_teacher_forced_tokens_by_hand():
+    batch = torch.tensor([[10, 11, 12, 13, 14, 0]])
+    assert head_labels(batch, 0).tolist() == [[12, 13, 14, 0, IGNORE, IGNORE]]
+    # head 1 at j labels batch[j + 3]: j = 0 lies in the prompt (< 4), j = 2 is padding
+    assert head_labels(batch, 1, label_start=4, ignore_token_id=0).tolist() == [[IGNORE, 14] + [IGNORE] * 4]
+    assert following_tokens(batch, 2).tolist() == [[[11, 12], [12, 13], [13, 14], [14, 0], [0, 0], [0, 0]]]
+
+
+def periodic_stream(length: int = 4000, period: int = 7) -> torch.Tensor:
+    cycle = torch.randperm(tiny.VOCAB - 3, generator=torch.Generator().manual_seed(0))[:period] + 3
+    return cycle.repeat(length // period + 1)[:length]
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_training_lowers_the_loss(tmp_path, conditioned):
+    target = tiny.build("llama")
+    stream = periodic_stream()
+    windows = stream.unfold(0, 32, 3)  # [W, 32]
+
+    def sample(step: int) -> torch.Tensor:
+        return windows[torch.randint(len(windows), (4,), generator=torch.Generator().manual_seed(step))]
+
+    heads = MedusaHeads.for_target(target, num_heads=3, conditioned=conditioned)
+    objective = HeadsObjective(target)
+    held_out = [sample(-1), sample(-2)]
+    before = evaluate(heads, objective, held_out, "cpu")
+    config = TrainConfig(steps=40, batch_size=4, seq_len=32, lr=1e-2, warmup_steps=0, weight_decay=0.0,
+                         eval_every=40, save_every=40)
+    result = train(heads, objective, sample, held_out, config, tmp_path / "run", desc="heads smoke")
+    assert result.step == 40 and result.eval_loss < 0.5 * before
+    assert all(not p.requires_grad for p in target.parameters())
+    accuracy = head_accuracy(heads, objective, held_out)
+    assert len(accuracy["top1"]) == 3 and min(accuracy["top5"]) > 0.5
+
+
+def test_self_distillation_rows_and_the_model_card(tmp_path):
+    target = tiny.build("llama")
+    prompts = periodic_stream(64).reshape(8, 8)  # [8, P=8]
+    rows = torch.from_numpy(greedy_continuations(target, prompts, 8).astype("int64"))  # [8, 16]
+    objective = HeadsObjective(target, label_start=8, ignore_token_id=target.generation_config.pad_token_id)
+    heads = MedusaHeads.for_target(target, num_heads=2)
+    config = TrainConfig(steps=30, batch_size=8, seq_len=16, lr=1e-2, warmup_steps=0, weight_decay=0.0,
+                         eval_every=30, save_every=30)
+    before = evaluate(heads, objective, [rows], "cpu")
+    result = train(heads, objective, lambda step: rows, [rows], config, tmp_path / "run", desc="heads smoke")
+    assert result.eval_loss < before
+    recipe = HeadsRecipe("tiny-heads", "heads for a tiny target", "tiny", config, num_heads=2, prompt_tokens=8,
+                         continuation_tokens=8, examples=8, command="pytest")
+    out = export_heads(recipe, heads, result, head_accuracy(heads, objective, [rows]), config, tmp_path / "tiny-heads")
+    card = json.loads((out / "card.json").read_text())
+    assert card["steps"] == 30 and len(card["head_accuracy"]["top1"]) == 2 and card["labels"] == "target"
+    assert "| 1 | 3 |" in (out / "README.md").read_text()  # head 1 predicts 3 positions after its state's token
+    assert MedusaHeads.from_pretrained(out).config == heads.config
+
+
+def test_recipe_validation():
+    config = TrainConfig(steps=10, seq_len=128, warmup_steps=0)
+    with pytest.raises(ValueError, match="labels must be one of target, corpus"):
+        HeadsRecipe("x", "", "t", config, labels="gold")
+    with pytest.raises(ValueError, match="seq_len to 96"):
+        HeadsRecipe("x", "", "t", config, prompt_tokens=64, continuation_tokens=32)
+    HeadsRecipe("x", "", "t", config, labels="corpus", prompt_tokens=64, continuation_tokens=32)
+
+
+# --- the method registry and the CLI ---------------------------------------------------------------
+
+
+def test_registered_methods_build_and_stay_exact(tmp_path):
+    model = tiny.build("llama")
+    random_heads(model, num_heads=3).save_pretrained(tmp_path / "heads")
+    prompt = tiny.repetitive_prompt()
+    expected = tiny.reference(model, prompt, NEW_TOKENS)
+    for name in ("heads", "heads-tree"):
+        method = methods.get(name)
+        heads = method.load_drafter(str(tmp_path / "heads"), torch.float32, "cpu")
+        spec = methods.build(name, model, None, heads)
+        assert spec.verifier.capture_hidden and spec.draft_length.current() == 3
+        assert spec.generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected
+    with pytest.raises(FileNotFoundError, match="not shipped"):
+        methods.get("heads").load_drafter("no-such-heads", torch.float32, "cpu")
+
+
+def test_cli_generate_with_heads(tiny_models, tmp_path):  # noqa: F811
+    target_dir, drafter_dir = tiny_models
+    target = AutoModelForCausalLM.from_pretrained(target_dir)
+    MedusaHeads.for_target(target, num_heads=3).save_pretrained(tmp_path / "heads")
+    for method in ("heads", "heads-tree"):
+        result = invoke("generate", "def f(x):\n", "--target", target_dir, "--method", method,
+                        "--drafter", tmp_path / "heads", "--max-new-tokens", 6)
+        assert result.exit_code == 0, result.output
+    result = invoke("generate", "def f(x):\n", "--target", target_dir, "--method", "heads", "--drafter", drafter_dir)
+    assert_clean_failure(result, "holds a model, not heads", "--drafter")
+
+
+def test_cli_train_heads_needs_an_out_dir_for_other_targets(tiny_models):  # noqa: F811
+    target_dir, _ = tiny_models
+    assert_clean_failure(invoke("train", "heads", "--target", target_dir), "--out-dir")
+
+
+@pytest.fixture
+def few_corpus_files(monkeypatch):
+    """The stdlib split cut to a few files, so a recipe run encodes its corpus in a moment."""
+    from specdiff.zoo import corpus
+
+    root = corpus.stdlib_root()
+    split = corpus.CorpusSplit(train=[root / "bisect.py", root / "heapq.py"], heldout=[root / "colorsys.py"])
+    monkeypatch.setattr(corpus, "split_files", lambda: split)
+
+
+def test_cli_train_heads_on_a_local_target(tiny_models, few_corpus_files, tmp_path):  # noqa: F811
+    target_dir, _ = tiny_models
+    result = invoke("train", "heads", "--target", target_dir, "--labels", "corpus", "--num-heads", "2", "--steps", 2,
+                    "--work-dir", tmp_path / "work", "--out-dir", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / "target-heads"
+    card = json.loads((out / "card.json").read_text())
+    assert card["steps"] == 2 and card["labels"] == "corpus" and len(card["head_accuracy"]["top1"]) == 2
+    heads = MedusaHeads.from_pretrained(out)
+    assert heads.config.target == str(target_dir) and heads.num_heads == 2
+
+
+def test_self_distillation_recipe_runs_end_to_end(tiny_models, few_corpus_files, tmp_path):  # noqa: F811
+    from dataclasses import replace
+
+    from specdiff.training.heads import run_heads_recipe
+    from specdiff.zoo.recipes import RECIPES
+
+    target_dir, _ = tiny_models
+    config = TrainConfig(steps=2, batch_size=4, seq_len=16, warmup_steps=0, eval_every=2, eval_batches=1, save_every=2)
+    recipe = replace(RECIPES["stdlib-heads"], name="tiny-heads", target=str(target_dir), train=config, num_heads=2,
+                     prompt_tokens=8, continuation_tokens=8, examples=8, heldout_examples=4)
+    result = run_heads_recipe(recipe, tmp_path / "work", None, tmp_path / "out")
+    assert result.step == 2
+    card = json.loads((tmp_path / "out" / "tiny-heads" / "card.json").read_text())
+    assert card["labels"] == "target" and card["head_accuracy"]["labels_per_head"] > 0
+    assert list((tmp_path / "work" / "tiny-heads").glob("train-continuations-8x8+8-seed0.npy"))
