@@ -58,6 +58,7 @@ class Recipe:
     extra_card: dict = field(default_factory=dict)
     # Shipped in generation_config, so `generate` and SpecDiff both decode with it (DESIGN.md §6).
     generation: dict = field(default_factory=dict)
+    role: str = "target"  # "target": the quality gate applies; "drafter": its ratio is informational
     diffusion: DiffusionStage | None = None  # a block-diffusion drafter stage (specdiff.zoo.diffusion_drafter)
 
 
@@ -76,6 +77,7 @@ RECIPES = {
     "stdlib-ar-drafter": Recipe(
         name="stdlib-ar-drafter",
         description="Autoregressive drafter for stdlib-target (same tokenizer), trained on the same corpus.",
+        role="drafter",
         shape=LlamaShape(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=352),
         # Corpus cross-entropy, not distillation: the 2-core CPU budget trains it beside the target
         # rather than after it. DistillationObjective (teacher="stdlib-target", kl_weight=0.5) is the
@@ -206,6 +208,7 @@ def export(recipe: Recipe, model, tokenizer, result: TrainResult, heldout_loss: 
         "kl_weight": recipe.kl_weight,
         "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
         "command": recipe.command,
+        "role": recipe.role,
         **recipe.extra_card,
     }
     shipped = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()  # what users load
@@ -226,6 +229,8 @@ def model_card_markdown(card: dict) -> str:
         for s in quality["samples"]
     )
     minutes = card["train_seconds"] / 60
+    gate = (f"gate {quality['quality_gate']}: {'pass' if quality['passes_gate'] else 'FAIL'}"
+            if card.get("role", "target") == "target" else "informational: the gate applies to targets")
     return f"""# {card['name']}
 
 {card['description']}
@@ -239,7 +244,7 @@ def model_card_markdown(card: dict) -> str:
 | tokens seen | {card['tokens_seen']:,} |
 | held-out loss (next-token CE, nats) | {card['heldout_loss']} |
 | shipped generation_config | {card.get('generation_config') or 'defaults'} |
-| distinct-bigram ratio, greedy with the shipped generation_config, {quality['max_new_tokens']} tokens, {quality['prompts']} held-out prompts | {quality['distinct_bigram_ratio']} (gate {quality['quality_gate']}: {'pass' if quality['passes_gate'] else 'FAIL'}) |
+| distinct-bigram ratio, greedy with the shipped generation_config, {quality['max_new_tokens']} tokens, {quality['prompts']} held-out prompts | {quality['distinct_bigram_ratio']} ({gate}) |
 | same, plain greedy (no repetition penalty) | {card.get('quality_plain_greedy', quality)['distinct_bigram_ratio']} |
 | teacher (distillation) | {card['teacher'] or '-'} (KL weight {card['kl_weight']}) |
 | training time | {minutes:.1f} min on {card['machine']} |
