@@ -19,3 +19,6 @@ for t in 0.7 1.0; do
 done
 # 4. tree size: chain vs OPT-Tree over the AR drafter's beam, node budgets 4..64
 python benchmarks/tree_budget.py --prompts 10 --budgets 4,8,16,32,64 --out "$out/tree-budget"
+# 5. tree size over the diffusion lattice: CPS's single chain vs lattice OPT-Tree, node budgets 4..64
+python benchmarks/tree_budget.py --lattice --drafter stdlib-dlm-drafter --prompts 10 --budgets 4,8,16,32,64 \
+  --max-depth 8 --out "$out/tree-budget-lattice"

@@ -25,7 +25,9 @@ from matplotlib.figure import Figure
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specdiff import SpecDiff, zoo
-from specdiff.drafters import AutoregressiveDrafter
+from specdiff.drafters import AutoregressiveDrafter, DiffusionDrafter
+from specdiff.ngram import NGramModel
+from specdiff.trees import CausalConsistencySearch
 from specdiff.metrics import GenerationStats
 from specdiff.trees import Chain, OptTree
 from specdiff.types import DraftTree
@@ -73,8 +75,21 @@ def hf_greedy(model, prompts: list[list[int]], max_new_tokens: int) -> tuple[lis
     return outputs, new_tokens / (time.perf_counter() - started)
 
 
+def lattice_decoder(method: str, budget: int, target, drafter_model, tokenizer, options) -> SpecDiff:
+    """Diffusion lattice (one drafter forward of `max_depth` masks): CPS's single chain, cut at the
+    budget, or the lattice OPT-Tree of `budget` nodes."""
+    depth = options["max_depth"]
+    drafter = DiffusionDrafter(drafter_model, k=depth, tokenizer=tokenizer)
+    if method == "cps-chain":
+        tree = CausalConsistencySearch(NGramModel.load(zoo.ngram_path()), eos_token_ids=drafter.eos_token_ids)
+        return SpecDiff(target, drafter, tokenizer, tree=tree, draft_length=min(budget, depth))
+    return SpecDiff(target, drafter, tokenizer, tree=OptTree(node_budget=budget, max_depth=depth), draft_length=depth)
+
+
 def run_method(method: str, budget: int, target, drafter_model, tokenizer, prompts, references, options) -> Row:
-    if method == "chain":
+    if options["lattice"]:
+        decoder = lattice_decoder(method, budget, target, drafter_model, tokenizer, options)
+    elif method == "chain":
         drafter = AutoregressiveDrafter(drafter_model, k=budget, tokenizer=tokenizer)
         decoder = SpecDiff(target, drafter, tokenizer, tree=Chain(), draft_length=budget)
     else:
@@ -151,8 +166,11 @@ def plot(rows: list[dict], path: Path) -> None:
 @click.option("--threshold", default=0.2, show_default=True, help="OPT-Tree's delta")
 @click.option("--max-depth", default=10, show_default=True, help="OPT-Tree's depth limit")
 @click.option("--threads", default=None, type=int, help="torch CPU threads (default: torch's)")
+@click.option("--lattice", is_flag=True, help="--drafter is a diffusion drafter: CPS chain vs lattice OPT-Tree "
+                                               "(drafts max-depth positions in one forward)")
 @click.option("--out", default="benchmarks/results/tree_budget", show_default=True, type=click.Path())
-def main(target, drafter, tokenizer, num_prompts, seed, max_new_tokens, budgets, threshold, max_depth, threads, out):
+def main(target, drafter, tokenizer, num_prompts, seed, max_new_tokens, budgets, threshold, max_depth, threads, lattice,
+         out):
     if threads:
         torch.set_num_threads(threads)
     budgets = [int(b) for b in budgets.split(",")]
@@ -160,10 +178,10 @@ def main(target, drafter, tokenizer, num_prompts, seed, max_new_tokens, budgets,
     target_tokenizer = AutoTokenizer.from_pretrained(tokenizer or model_dir(target))
     prompts = [target_tokenizer(text)["input_ids"] for text in zoo.heldout_prompts(num_prompts, seed)]
     references, hf_tps = hf_greedy(target_model, prompts, max_new_tokens)
-    options = dict(max_new_tokens=max_new_tokens, threshold=threshold, max_depth=max_depth)
+    options = dict(max_new_tokens=max_new_tokens, threshold=threshold, max_depth=max_depth, lattice=lattice)
     rows = []
     for budget in budgets:
-        for method in ("chain", "opt-tree"):
+        for method in ("cps-chain", "opt-tree") if lattice else ("chain", "opt-tree"):
             row = run_method(method, budget, target_model, drafter_model, target_tokenizer, prompts, references, options)
             rows.append(row.as_dict(hf_tps))
             click.echo(json.dumps(rows[-1]))
