@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from specdiff.drafters.base import DraftContext
+from specdiff.drafters.base import DraftContext, common_prefix_length
 from specdiff import hf_compat
 from specdiff.masks import additive_mask, block_allowed
 from specdiff.sampling import SamplingSettings, sample_token
 from specdiff.processing import process_rows
 from specdiff.types import DraftTree, ProposalKind, ancestor_mask, path_to, tree_depths
 from specdiff.vocab import shared_vocab_size
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 class AutoregressiveDrafter:
@@ -67,7 +59,7 @@ class AutoregressiveDrafter:
 
     def _sync(self, token_ids: list[int]) -> torch.Tensor:
         """Cache all committed ids; return logits [V] after the last one."""
-        keep = min(_common_prefix(self.cached_ids, token_ids), len(token_ids) - 1)
+        keep = min(common_prefix_length(self.cached_ids, token_ids), len(token_ids) - 1)
         if self.cache is None:
             self.cache, keep = hf_compat.new_cache(self.model), 0
         hf_compat.drop_last(self.cache, len(self.cached_ids) - keep)

@@ -12,6 +12,12 @@ from specdiff.sampling import SamplingSettings
 from specdiff.types import DraftTree, TokenLattice
 
 
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """How many leading ids two sequences share: what a drafter's cache can keep of its last context."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 @dataclass(frozen=True)
 class DraftContext:
     """What a drafter sees each step.

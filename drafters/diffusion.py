@@ -24,8 +24,7 @@ import torch
 from transformers import GenerationMixin
 
 from specdiff import hf_compat
-from specdiff.drafters.autoregressive import _common_prefix
-from specdiff.drafters.base import DraftContext
+from specdiff.drafters.base import DraftContext, common_prefix_length
 from specdiff.lattice import ContextLattice, LatticePruning, prune_lattice
 from specdiff.masks import additive_mask, block_allowed
 from specdiff.processing import process_rows
@@ -165,7 +164,7 @@ class DiffusionDrafter:
         """
         if self.cache is None:
             self.cache, self.cached_ids = hf_compat.new_cache(self.model), []
-        keep = _common_prefix(self.cached_ids, token_ids)
+        keep = common_prefix_length(self.cached_ids, token_ids)
         if self.shift_logits:
             keep = min(keep, len(token_ids) - 1)  # re-feed the last id: its row predicts the first position
         drop = len(self.cached_ids) - keep

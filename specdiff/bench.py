@@ -239,7 +239,8 @@ def runner_names() -> list[str]:
 
 def default_runner_names(drafter_given: bool) -> list[str]:
     """What `specdiff bench` runs when no method is named: every runner it can load a drafter for.
-    With one `--drafter` (a causal LM) that excludes methods that load their own kind (heads);
+    With one `--drafter` (a causal LM) that excludes methods that load their own kind (heads) and
+    those whose search needs the zoo tokenizer (the shipped corpus n-gram);
     without, it excludes methods whose zoo drafter is not shipped."""
     from specdiff import zoo
 
@@ -249,8 +250,9 @@ def default_runner_names(drafter_given: bool) -> list[str]:
         drafter = default_drafter(name)
         if drafter is None:
             return True
-        if drafter_given:
-            return not hasattr(methods.get("ar" if name in HF_BASELINES else name), "load_drafter")
+        if drafter_given:  # the user's own models: skip heads and the zoo-tokenizer n-gram searches
+            method = methods.get("ar" if name in HF_BASELINES else name)
+            return not hasattr(method, "load_drafter") and not getattr(method, "needs_zoo_tokenizer", False)
         return drafter in shipped
 
     return [name for name in runner_names() if usable(name)]

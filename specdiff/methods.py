@@ -134,6 +134,10 @@ class DiffusionMethod:
         if self.proxy not in ("corpus", "online", "none"):
             raise ValueError(f"proxy must be 'corpus', 'online' or 'none', got {self.proxy!r}")
 
+    @property
+    def needs_zoo_tokenizer(self) -> bool:
+        return self.search != "chain" and self.proxy == "corpus"
+
     def _proxy(self, tokenizer, vocab_size: int):
         if self.proxy == "none":
             return None
@@ -141,7 +145,15 @@ class DiffusionMethod:
             return OnlineNGram(vocab_size)
         from specdiff import zoo
 
-        return NGramModel.load(zoo.ngram_path())
+        ngram = NGramModel.load(zoo.ngram_path())
+        zoo_vocab = zoo.load_tokenizer("stdlib-target").get_vocab()
+        if ngram.vocab_size != vocab_size or (tokenizer is not None and tokenizer.get_vocab() != zoo_vocab):
+            raise ValueError(
+                f"method {self.name!r} scores paths with the shipped stdlib 3-gram, which speaks the zoo tokenizer; "
+                "this target has another one. Use the online n-gram (method 'dlm-cps-online'), or build "
+                "SpecDiff yourself with CausalConsistencySearch(NGramModel.fit(your_token_stream, vocab_size))"
+            )
+        return ngram
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         eos = DecodingConfig.from_model(target).eos_token_ids
@@ -153,7 +165,7 @@ class DiffusionMethod:
         drafter = DiffusionDrafter(drafter_model, k=options.draft_length or self.k, tokenizer=tokenizer,
                                    eos_token_ids=eos)
         vocab = len(tokenizer) if tokenizer is not None else drafter_model.config.vocab_size
-        proxy = self._proxy(tokenizer, vocab)
+        proxy = self._proxy(tokenizer, vocab) if self.search != "chain" else None
         if self.search == "cps":
             tree = CausalConsistencySearch(proxy=proxy, eos_token_ids=eos)
         elif self.search == "opt-tree":
@@ -264,6 +276,8 @@ register(AutoregressiveMethod("ar-opt-tree", "AR drafter, OPT-Tree: best 16 node
 register(DiffusionMethod("dlm", "diffusion drafter, 8 positions in one forward, argmax chain"))
 register(DiffusionMethod("dlm-cps", "diffusion drafter + causal-consistency search (stdlib 3-gram proxy)",
                          search="cps"))
+register(DiffusionMethod("dlm-cps-online", "diffusion drafter + CPS, online n-gram of the context as proxy "
+                         "(any tokenizer)", search="cps", proxy="online"))
 register(DiffusionMethod("dlm-adl", "diffusion drafter, argmax chain, adaptive draft length", k=12, adaptive=True))
 register(DiffusionMethod("dlm-cps-adl", "diffusion drafter + CPS + adaptive draft length", k=12, search="cps",
                          adaptive=True))

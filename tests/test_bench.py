@@ -228,3 +228,13 @@ def test_build_and_generate_options(loaded):
     assert methods.generate_options(target, DecodingConfig.from_model(target, max_new_tokens=9)) == {}
     penalty = DecodingConfig.from_model(target, repetition_penalty=1.3)
     assert methods.generate_options(target, penalty) == {"repetition_penalty": 1.3}
+
+
+def test_corpus_ngram_methods_refuse_another_tokenizer():
+    from specdiff import zoo
+
+    method = methods.get("dlm-cps")
+    assert method._proxy(zoo.load_tokenizer("stdlib-target"), 8192).vocab_size == 8192
+    with pytest.raises(ValueError, match="dlm-cps-online"):
+        method._proxy(None, 64)
+    assert methods.get("dlm-cps-online")._proxy(None, 64) is not None

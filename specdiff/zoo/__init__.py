@@ -47,11 +47,17 @@ def card(name: str) -> dict:
     return json.loads((path(name) / "card.json").read_text())
 
 
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path(name))
+
+
 def load(name: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """(model, tokenizer) of a shipped model. Weights are stored in fp16 and cast to `dtype`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     model_dir = path(name)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(name)
     return model, tokenizer

@@ -16,7 +16,7 @@ from specdiff.training.data import WindowSampler
 from specdiff.training.diffusion import DiffusionStage, RowSampler, greedy_continuations, heldout_block_accuracy
 from specdiff.training.loop import TrainConfig, TrainResult, train
 from specdiff.zoo.recipes import (DEFAULT_WORK_DIR, SHIPPED_DIR, Recipe, _with_steps, build_tokenizer,
-                                  token_streams)
+                                  save_shipped, token_streams)
 
 HELDOUT_SEED = 12345
 
@@ -111,11 +111,7 @@ def ship_corpus_ngram(work_dir: Path = DEFAULT_WORK_DIR, out_root: Path = SHIPPE
 
 def export_diffusion(recipe: Recipe, stage: DiffusionStage, model, tokenizer, result: TrainResult, metrics: dict,
                      config: TrainConfig, out_root: Path = SHIPPED_DIR) -> Path:
-    out = out_root / recipe.name
-    out.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(out, safe_serialization=True)
-    model.to(torch.float32)
-    tokenizer.save_pretrained(out)
+    out = save_shipped(model, tokenizer, out_root / recipe.name)
     card = {
         "name": recipe.name,
         "description": recipe.description,

@@ -185,14 +185,20 @@ def _heldout_ce(model, batches) -> float:
     return sum(model(input_ids=b, labels=b).loss.item() for b in batches) / len(batches)
 
 
-def export(recipe: Recipe, model, tokenizer, result: TrainResult, heldout_loss: float,
-           config: TrainConfig, out_root: Path = SHIPPED_DIR) -> Path:
-    out = out_root / recipe.name
+def save_shipped(model, tokenizer, out: Path) -> Path:
+    """Weights as fp16 safetensors (half the package size; `zoo.load` casts back) plus the tokenizer,
+    so `from_pretrained(out)` loads both. The in-memory model stays fp32."""
     out.mkdir(parents=True, exist_ok=True)
-    model.generation_config.update(**recipe.generation)
     model.to(torch.float16).save_pretrained(out, safe_serialization=True)
     model.to(torch.float32)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def export(recipe: Recipe, model, tokenizer, result: TrainResult, heldout_loss: float,
+           config: TrainConfig, out_root: Path = SHIPPED_DIR) -> Path:
+    model.generation_config.update(**recipe.generation)
+    out = save_shipped(model, tokenizer, out_root / recipe.name)
     card = {
         "name": recipe.name,
         "description": recipe.description,
