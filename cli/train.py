@@ -129,3 +129,35 @@ def train_heads(target, labels, num_heads, hydra, examples, work_dir, out_dir, s
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     _run(recipe.name, work_dir, steps, out_dir or SHIPPED_DIR, recipe)
+
+
+@train_group.command("tidar")
+@click.option("--block-sizes", default=None, help="Comma-separated block sizes, one drawn per training row "
+                                                     "[default: the recipe's, 4,8].")
+@click.option("--alpha", type=click.FloatRange(min=0.0), default=None,
+              help="Weight of the AR loss in (alpha * L_AR + L_diff) / (1 + alpha) [default: the recipe's, 1].")
+@_work_dir
+@_out_dir
+@_steps
+def train_tidar(block_sizes, alpha, work_dir, out_dir, steps):
+    """Train the zoo's TiDAR model: stdlib-target's weights, trained further on doubled sequences
+    [clean | all masks] so that one forward verifies the last drafts and drafts the next block.
+
+    \b
+    Example:
+      specdiff train tidar
+      specdiff train tidar --steps 200 --block-sizes 4,8,16 --out-dir /tmp/tidar
+    """
+    recipe = RECIPES["stdlib-tidar"]
+    if block_sizes is not None:
+        try:
+            sizes = tuple(int(x) for x in block_sizes.split(","))
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated integers like 4,8, got {block_sizes!r}",
+                                     param_hint="--block-sizes") from None
+        if min(sizes) < 2:
+            raise click.BadParameter("block sizes must be >= 2", param_hint="--block-sizes")
+        recipe = replace(recipe, block_sizes=sizes, block_size=max(sizes))
+    if alpha is not None:
+        recipe = replace(recipe, alpha=alpha)
+    _run(recipe.name, work_dir, steps, out_dir, recipe)

@@ -5,6 +5,7 @@ from specdiff.drafters.base import DraftContext, Drafter
 from specdiff.drafters.diffusion import DiffusionDrafter
 from specdiff.drafters.heads import HeadsConfig, HeadsDrafter, MedusaHeads
 from specdiff.drafters.lookup import PromptLookupDrafter
+from specdiff.drafters.tidar import TiDARDrafter
 
 __all__ = ["AutoregressiveDrafter", "DiffusionDrafter", "DraftContext", "Drafter", "HeadsConfig", "HeadsDrafter",
-           "MedusaHeads", "PromptLookupDrafter"]
+           "MedusaHeads", "PromptLookupDrafter", "TiDARDrafter"]

@@ -40,6 +40,9 @@ class DraftContext:
     # may apply them to its own logits so its drafts follow the target's decoding rule; acceptance
     # stays exact either way, only the acceptance rate changes.
     processors: LogitsProcessorList | None = None
+    # [E, V] fp32 logits of the query slots the drafter added to the verifier's last forward
+    # (`query_slots`, TiDAR's pre-draft blocks); None when it added none.
+    slot_logits: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.sampling is not None and self.generator is None:
@@ -57,3 +60,9 @@ class Drafter(Protocol):
 
     def reset(self) -> None:
         """Forget per-request state (caches)."""
+
+
+# Optional, for drafters that draft inside the verifier's forward (TiDAR):
+#   query_slots(token_ids: list[int], tree: DraftTree | None) -> specdiff.masks.QuerySlots
+# is called before each verifier forward (tree None: the prefill of `token_ids`; else the score of
+# `tree` after the committed `token_ids`); the slots' logits come back in the next DraftContext.

@@ -64,6 +64,19 @@ def _eos_ids(model, tokenizer, explicit: Sequence[int] | int | None) -> tuple[in
     return (int(explicit),) if isinstance(explicit, int) else tuple(int(t) for t in explicit)
 
 
+def block_probs(logits: torch.Tensor, shared_vocab: int, mask_token_id: int, processors=None,
+                context: list[int] | None = None) -> torch.Tensor:
+    """[k, V'] logits of a mask block -> [k, V] probabilities over the shared vocabulary; the mask
+    token is never proposed. The target's processors (repetition penalty...) are applied with the
+    committed context at every position, so the drafts lean the way the target's decoding rule does."""
+    logits = logits[:, :shared_vocab].float()
+    if mask_token_id < shared_vocab:
+        logits[:, mask_token_id] = float("-inf")
+    if processors:
+        logits = process_rows(processors, [context] * logits.shape[0], logits)
+    return torch.softmax(logits, dim=-1)
+
+
 class DiffusionDrafter:
     """Drafts `min(k, budget)` positions per step as a `ContextLattice` (DiffuSpec Eq. 7 pruning).
 
@@ -120,15 +133,7 @@ class DiffusionDrafter:
         return prune_lattice(probs, self.eos_token_ids, self.pruning, context=ctx.token_ids)
 
     def _probs(self, logits: torch.Tensor, processors=None, context: list[int] | None = None) -> torch.Tensor:
-        """[k, V'] logits -> [k, V] probabilities over the shared vocabulary; the mask token is never
-        proposed. The target's processors (repetition penalty...) are applied with the committed
-        context at every position, so the drafts lean the way the target's decoding rule does."""
-        logits = logits[:, : self.shared_vocab].float()
-        if self.mask_token_id < self.shared_vocab:
-            logits[:, self.mask_token_id] = float("-inf")
-        if processors:
-            logits = process_rows(processors, [context] * logits.shape[0], logits)
-        return torch.softmax(logits, dim=-1)
+        return block_probs(logits, self.shared_vocab, self.mask_token_id, processors, context)
 
     def _block_logits(self, token_ids: list[int], k: int) -> torch.Tensor:
         """One forward of [uncached committed ids, k masks]; the cache keeps only the committed rows."""

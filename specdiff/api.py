@@ -42,6 +42,9 @@ class SpecDiff:
         self.verifier = HFVerifier(model)
         # Heads drafters read the target's last hidden state from the verify pass (DraftContext.hidden_state).
         self.verifier.capture_hidden = bool(getattr(drafter, "needs_hidden_state", False))
+        if getattr(drafter, "verifies_own_drafts", False) and drafter.model is not model:
+            raise ValueError(f"{type(drafter).__name__} drafts inside the verifier's own forward: give SpecDiff the "
+                             f"model it was built on, SpecDiff(model, {type(drafter).__name__}(model))")
         self.drafter = drafter
         drafter.bind(self.verifier.vocab_size, tokenizer)
         self.tree_builder = tree if tree is not None else Chain()

@@ -46,7 +46,9 @@ def speculative_decode(
 ) -> Iterator[list[int]]:
     """Yield the new tokens of each step until EOS or `config.max_new_tokens`."""
     verifier, drafter = parts.verifier, parts.drafter
-    verifier.prefill(prompt_ids)
+    # Drafters that draft inside the verifier's forward (TiDAR) add query slots to it.
+    slots_for = getattr(drafter, "query_slots", None)
+    verifier.prefill(prompt_ids, slots_for(prompt_ids, None) if slots_for is not None else None)
     parts.length_policy.reset()
     generated = 0
     while generated < config.max_new_tokens:
@@ -55,12 +57,14 @@ def speculative_decode(
         drafter_forwards = drafter.forward_count
         # 1. draft
         hidden = verifier.last_hidden_at_commit() if verifier.capture_hidden else None
-        ctx = DraftContext(list(verifier.committed), budget, hidden, parts.sampling, parts.generator, processors)
+        ctx = DraftContext(list(verifier.committed), budget, hidden, parts.sampling, parts.generator, processors,
+                           verifier.slot_logits)
         proposal = drafter.propose(ctx) if budget > 0 else None
         # 2. search
         tree = parts.tree_builder.build(proposal, budget) if proposal is not None else DraftTree.empty()
         # 3. verify: one target forward over the whole tree
-        target_logits = apply_per_node(processors, tree, verifier.score(tree), verifier.committed)
+        slots = slots_for(verifier.committed, tree) if slots_for is not None else None
+        target_logits = apply_per_node(processors, tree, verifier.score(tree, slots), verifier.committed)
         # 4. accept
         acceptance = cut_at_eos(tree, parts.accept(tree, target_logits), config.eos_token_ids)
         if parts.on_step is not None:

@@ -7,6 +7,8 @@ and the rows on its own root-to-node path, itself included.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from specdiff.types import ancestor_mask, tree_depths
@@ -61,3 +63,54 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype, device) -> torch.Te
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[None, None].to(device)
+
+
+@dataclass(frozen=True)
+class QuerySlots:
+    """Extra query rows a drafter adds to a verifier forward (TiDAR's pre-draft blocks): their
+    logits come back in `HFVerifier.slot_logits`, their KV entries are dropped before the next step.
+
+    tokens [E]; positions [E] absolute; sees [E, E] bool: which slots each slot attends to (itself
+    included, if it should). Every slot sees the visible cached keys. anchors [E] (a `score`
+    forward): slot e also sees main row anchors[e] and that row's root path ([last committed
+    token, tree nodes] rows; -1: none of them). In a `prefill` forward every slot sees the whole
+    prefilled prompt, and anchors is not used. Main rows never see slots, so main logits are
+    exactly those of a forward without them.
+    """
+
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    sees: torch.Tensor
+    anchors: torch.Tensor | None = None
+
+    def __post_init__(self):
+        E = len(self.tokens)
+        if self.positions.shape != (E,) or self.sees.shape != (E, E):
+            raise ValueError(f"QuerySlots: tokens [{E}] need positions [{E}] and sees [{E}, {E}], got "
+                             f"{tuple(self.positions.shape)} and {tuple(self.sees.shape)}")
+        if self.anchors is not None and self.anchors.shape != (E,):
+            raise ValueError(f"QuerySlots: anchors must be [{E}], got {tuple(self.anchors.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def with_slots(main_allowed: torch.Tensor, main_pos: torch.Tensor, slots: QuerySlots,
+               slot_sees_main: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(allowed [Q + E, Q + E] over this forward's rows, positions [Q + E]) for main rows followed by slots.
+    main_allowed [Q, Q]: main rows among themselves; slot_sees_main [E, Q]."""
+    Q, E = len(main_pos), len(slots)
+    top = torch.cat([main_allowed, torch.zeros(Q, E, dtype=torch.bool)], dim=1)
+    bottom = torch.cat([slot_sees_main, slots.sees.bool().cpu()], dim=1)
+    return torch.cat([top, bottom]), torch.cat([main_pos, slots.positions.cpu()])
+
+
+def score_layout(parents: torch.Tensor, cache_length: int, slots: QuerySlots) -> tuple[torch.Tensor, torch.Tensor]:
+    """(allowed [R, R], positions [R]) over a score forward's rows: [last committed token, tree nodes], then slots."""
+    paths = ancestor_mask(query_parents(parents))  # [Q, Q]: row i sees its root path
+    Q = len(paths)
+    anchors = slots.anchors.cpu() if slots.anchors is not None else torch.full((len(slots),), -1)
+    if len(slots) and int(anchors.max()) >= Q:
+        raise ValueError(f"QuerySlots anchor {int(anchors.max())} is past the forward's {Q} rows")
+    sees_main = torch.where((anchors >= 0)[:, None], paths[anchors.clamp(min=0)], False)
+    return with_slots(paths, query_positions(parents, cache_length), slots, sees_main)

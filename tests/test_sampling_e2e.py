@@ -11,7 +11,7 @@ from transformers import (LogitsProcessorList, NoRepeatNGramLogitsProcessor, Rep
 
 import tiny
 from specdiff import DecodingConfig, ProposalKind, SpecDiff
-from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
+from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter, TiDARDrafter
 from test_sampling import P_VALUE, chi_square_pvalue
 
 V = 8
@@ -85,6 +85,9 @@ CASES = {
     "lookup": (lambda target: PromptLookupDrafter(ngram=1, k=2, max_branches=2), 2, 150,
                dict(temperature=1.0, top_k=0)),
     "self": (lambda target: AutoregressiveDrafter(target, k=2), 3, 150, dict(temperature=0.9, top_k=0)),
+    # the model drafts in its own verify forward (deterministic argmax blocks, chain rule)
+    "tidar": (lambda target: TiDARDrafter(target, block_size=3, mask_token_id=V - 1), 3, 200,
+              dict(temperature=1.0, top_k=0, repetition_penalty=1.2)),
 }
 
 
@@ -103,6 +106,14 @@ def test_drafts_are_both_accepted_and_rejected():
     accepted = [n for seed in range(30)
                 for n in spec.generate(PROMPT, max_new_tokens=6, temperature=1.0, seed=seed).stats.accepted_lengths]
     assert 0 in accepted and max(accepted) == 2
+
+
+def test_tidar_drafts_are_both_accepted_and_rejected():
+    model = small_model(0)
+    spec = SpecDiff(model, TiDARDrafter(model, block_size=3, mask_token_id=V - 1))
+    accepted = [n for seed in range(30)
+                for n in spec.generate(PROMPT, max_new_tokens=6, temperature=1.0, seed=seed).stats.accepted_lengths]
+    assert 0 in accepted and max(accepted) >= 1
 
 
 def test_self_drafter_is_always_accepted():

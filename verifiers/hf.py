@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from specdiff import hf_compat
-from specdiff.masks import additive_mask, allowed_keys, query_positions
+from specdiff.masks import (QuerySlots, additive_mask, allowed_keys, block_allowed, query_positions, score_layout,
+                            with_slots)
 from specdiff.types import DraftTree
 
 
@@ -31,6 +32,8 @@ class HFVerifier:
         self.last_hidden: torch.Tensor | None = None  # [1 + N, H] when capture_hidden is on
         self.capture_hidden = False
         self._hidden_at_commit: torch.Tensor | None = None
+        self._pending_slots = 0
+        self.slot_logits: torch.Tensor | None = None  # [E, V] fp32: the last forward's QuerySlots rows
 
     @property
     def device(self) -> torch.device:
@@ -45,8 +48,10 @@ class HFVerifier:
         return hf_compat.output_vocab_size(self.model)
 
     @torch.inference_mode()
-    def prefill(self, input_ids: list[int]) -> None:
-        """Cache `input_ids[:-1]`. A prompt that extends what is committed reuses the cache (chat)."""
+    def prefill(self, input_ids: list[int], slots: QuerySlots | None = None) -> None:
+        """Cache `input_ids[:-1]`. A prompt that extends what is committed reuses the cache (chat).
+        slots: extra query rows that see the whole prompt before its last token (and each other per
+        `slots.sees`); their logits land in `slot_logits`, their KV entries are dropped."""
         if not input_ids:
             raise ValueError("prefill needs at least one token")
         reusable = (
@@ -61,43 +66,76 @@ class HFVerifier:
             self.cache, cached = hf_compat.new_cache(self.model), 0
             self._hidden_at_commit = None
         new_ids = input_ids[cached:-1]
-        if new_ids:
-            positions = torch.arange(cached, cached + len(new_ids), device=self.device)[None]
-            ids = torch.tensor([new_ids], device=self.device)
+        self.slot_logits = None
+        n, num_slots = len(new_ids), len(slots) if slots is not None else 0
+        if n or num_slots:
+            positions = torch.arange(cached, cached + n)
+            mask = None
+            if slots is not None:
+                causal = torch.ones(n, n, dtype=torch.bool).tril()
+                allowed, positions = with_slots(causal, positions, slots, torch.ones(num_slots, n, dtype=torch.bool))
+                mask = self._masks(positions, allowed, cached)
+            ids = torch.cat([torch.tensor(new_ids, dtype=torch.long)]
+                            + ([slots.tokens.cpu().long()] if slots is not None else []))[None].to(self.device)
             with hf_compat.capture_last_hidden(self.model, self.capture_hidden) as hidden:
-                hf_compat.forward(self.model, ids, self.cache, position_ids=positions)
+                out = hf_compat.forward(self.model, ids, self.cache, mask, positions[None].to(self.device))
+            if slots is not None:
+                self.slot_logits = out.logits[0, n:].float()
+                hf_compat.drop_last(self.cache, num_slots)
             hf_compat.trim_to_window(self.cache)
-            if self.capture_hidden:
-                self._hidden_at_commit = hidden.value[0, -1]  # [H]: it predicts input_ids[-1]
+            if self.capture_hidden and n:
+                self._hidden_at_commit = hidden.value[0, n - 1]  # [H]: it predicts input_ids[-1]
         self.committed = list(input_ids)
         self._pending = None
 
+    def _masks(self, query_pos: torch.Tensor, allowed: torch.Tensor, cache_length: int):
+        """The 4-D additive mask(s) for a forward whose rows are `allowed` [R, R] at `query_pos` [R]."""
+        return hf_compat.pack_masks({
+            group.name: additive_mask(
+                block_allowed(query_pos, allowed, query_pos, cache_length,
+                              hf_compat.visible_cache_rows(self.cache, group), group.window),
+                self.dtype, self.device)
+            for group in hf_compat.layer_groups(self.cache)
+        })
+
     @torch.inference_mode()
-    def score(self, tree: DraftTree) -> torch.Tensor:
-        """Target logits [1 + N, V] (fp32) for the committed token and every tree node, in one forward."""
+    def score(self, tree: DraftTree, slots: QuerySlots | None = None) -> torch.Tensor:
+        """Target logits [1 + N, V] (fp32) for the committed token and every tree node, in one forward.
+        slots: extra query rows in the same forward (see `QuerySlots`); their logits land in
+        `slot_logits` and `commit` drops their KV entries."""
         if self.cache is None:
             raise RuntimeError("call prefill() before score()")
         if self._pending is not None:
             raise RuntimeError("score() called twice without commit()")
         cache_length = hf_compat.cache_length(self.cache)
         parents = tree.parents.cpu()
-        masks = {
-            group.name: additive_mask(
-                allowed_keys(parents, cache_length, hf_compat.visible_cache_rows(self.cache, group), group.window),
-                self.dtype,
-                self.device,
-            )
-            for group in hf_compat.layer_groups(self.cache)
-        }
-        ids = torch.cat([torch.tensor([self.committed[-1]]), tree.tokens.cpu()])[None].to(self.device)
-        positions = query_positions(parents, cache_length)[None].to(self.device)
+        Q = 1 + tree.num_nodes
+        positions = query_positions(parents, cache_length)
+        ids = torch.cat([torch.tensor([self.committed[-1]]), tree.tokens.cpu()])
+        if slots is None:
+            masks = {
+                group.name: additive_mask(
+                    allowed_keys(parents, cache_length, hf_compat.visible_cache_rows(self.cache, group), group.window),
+                    self.dtype,
+                    self.device,
+                )
+                for group in hf_compat.layer_groups(self.cache)
+            }
+            mask = hf_compat.pack_masks(masks)
+        else:
+            allowed, positions = score_layout(parents, cache_length, slots)
+            mask = self._masks(positions, allowed, cache_length)
+            ids = torch.cat([ids, slots.tokens.cpu().long()])
         with hf_compat.capture_last_hidden(self.model, self.capture_hidden) as hidden:
-            out = hf_compat.forward(self.model, ids, self.cache, hf_compat.pack_masks(masks), positions)
+            out = hf_compat.forward(self.model, ids[None].to(self.device), self.cache, mask,
+                                    positions[None].to(self.device))
         self.forward_count += 1
         self._pending = tree
+        self._pending_slots = len(slots) if slots is not None else 0
+        self.slot_logits = out.logits[0, Q:].float() if slots is not None else None
         if self.capture_hidden:
-            self.last_hidden = hidden.value[0]  # [1 + N, H]
-        return out.logits[0].float()  # [1 + N, V]
+            self.last_hidden = hidden.value[0, :Q]  # [1 + N, H]
+        return out.logits[0, :Q].float()  # [1 + N, V]
 
     @torch.inference_mode()
     def commit(self, path: list[int], next_token: int) -> None:
@@ -109,7 +147,7 @@ class HFVerifier:
         keep = [0] + [1 + node for node in path]  # row 0 (the old last token) is now committed history
         if self.capture_hidden:
             self._hidden_at_commit = self.last_hidden[keep[-1]]
-        hf_compat.compact(self.cache, keep, num_new=1 + tree.num_nodes)
+        hf_compat.compact(self.cache, keep, num_new=1 + tree.num_nodes + self._pending_slots)
         self.committed.extend(tree.tokens[path].tolist() + [int(next_token)])
         self._pending = None
 
@@ -121,3 +159,4 @@ class HFVerifier:
     def reset(self) -> None:
         self.cache, self.committed, self._pending = None, [], None
         self.last_hidden, self._hidden_at_commit = None, None
+        self._pending_slots, self.slot_logits = 0, None

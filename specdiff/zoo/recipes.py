@@ -17,6 +17,7 @@ from specdiff.training.data import WindowSampler, encode_files
 from specdiff.training.diffusion import DiffusionStage
 from specdiff.training.heads import HeadsRecipe, run_heads_recipe
 from specdiff.training.loop import TrainConfig, TrainResult, train
+from specdiff.training.tidar import TiDARRecipe
 from specdiff.training.objectives import CausalLMObjective, DistillationObjective
 from specdiff.zoo.corpus import split_files
 from specdiff.zoo.quality import quality_report
@@ -122,6 +123,18 @@ RECIPES = {
         examples=2048,
         command="specdiff train heads",
     ),
+    # TiDAR (issue 9): the target's weights trained further to draft and verify in one forward.
+    "stdlib-tidar": TiDARRecipe(
+        name="stdlib-tidar",
+        description="TiDAR model from stdlib-target: verifies causally and drafts blocks of masks in one forward.",
+        init_from="stdlib-target",
+        train=TrainConfig(steps=800, batch_size=16, seq_len=128, lr=5e-4, warmup_steps=50,
+                          eval_every=100, save_every=100, seed=5),
+        block_sizes=(4, 8),
+        block_size=8,
+        alpha=1.0,
+        command="specdiff train tidar",
+    ),
 }
 
 
@@ -145,6 +158,10 @@ def run_recipe(recipe: Recipe, work_dir: Path = DEFAULT_WORK_DIR, steps: int | N
     (default: inside the package, where `specdiff.zoo.load` finds it)."""
     if isinstance(recipe, HeadsRecipe):
         return run_heads_recipe(recipe, work_dir, steps, out_root)
+    if isinstance(recipe, TiDARRecipe):
+        from specdiff.zoo.tidar_model import run_tidar_recipe
+
+        return run_tidar_recipe(recipe, work_dir, steps, out_root)
     if recipe.diffusion is not None:
         from specdiff.zoo.diffusion_drafter import run_diffusion_recipe
 
