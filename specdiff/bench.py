@@ -194,6 +194,7 @@ class HFRunner:
     assistant: object | None = None
     assistant_tokens: int = 0
     lookup: dict = field(default_factory=dict)  # prompt_lookup_num_tokens, max_matching_ngram_size
+    reference: str = BASELINE  # whose outputs and speed this runner is compared with
 
     def run(self, prompt_ids: list[int]) -> TurnOutput:
         device = self.model.get_output_embeddings().weight.device
@@ -222,6 +223,7 @@ class SpecDiffRunner:
     spec: object  # specdiff.SpecDiff
     config: DecodingConfig
     options: dict  # methods.generate_options(target, config)
+    reference: str = BASELINE  # a method with its own model (TiDAR): that model's plain generate
 
     def run(self, prompt_ids: list[int]) -> TurnOutput:
         # Every run starts cold, as `generate` does: no cache carried over from the last prompt.
@@ -252,7 +254,8 @@ def default_runner_names(drafter_given: bool) -> list[str]:
             return True
         if drafter_given:  # the user's own models: skip heads and the zoo-tokenizer n-gram searches
             method = methods.get("ar" if name in HF_BASELINES else name)
-            return not hasattr(method, "load_drafter") and not getattr(method, "needs_zoo_tokenizer", False)
+            return not (hasattr(method, "load_drafter") or getattr(method, "needs_zoo_tokenizer", False)
+                        or getattr(method, "own_model", False))
         return drafter in shipped
 
     return [name for name in runner_names() if usable(name)]
@@ -269,13 +272,16 @@ def make_runners(names: list[str] | None, target, tokenizer, drafters: dict, con
                  options: methods.MethodOptions = methods.MethodOptions()) -> list[Runner]:
     """`hf-generate` (always, first: the speedup reference), then the requested baselines and methods
     (all when `names` is None). `drafters` maps a runner's name to its drafter model, for those that
-    draft with one. HF baselines draft as far as the `ar` and `lookup` methods do."""
+    draft with one. HF baselines draft as far as the `ar` and `lookup` methods do. A method that
+    decodes its own model (TiDAR) is compared with that model's plain `generate`, which runs as
+    `hf-generate[<method>]` (once per model)."""
     known = runner_names()
     unknown = [n for n in names or [] if n not in known]
     if unknown:
         raise methods.UnknownMethodError(f"unknown method {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
     wanted = [BASELINE] + [n for n in (names or known) if n != BASELINE]
     runners: list[Runner] = []
+    own_references: dict[int, str] = {}  # id(model) -> the name of its plain-generate runner
     for name in dict.fromkeys(wanted):
         if name == "hf-generate":
             runners.append(HFRunner(name, target, config))
@@ -289,7 +295,13 @@ def make_runners(names: list[str] | None, target, tokenizer, drafters: dict, con
                 prompt_lookup_num_tokens=lookup.draft_length(options), max_matching_ngram_size=lookup.ngram)))
         else:
             spec = methods.build(name, target, tokenizer, drafters.get(name), options)
-            runners.append(SpecDiffRunner(name, spec, config, methods.generate_options(target, config)))
+            reference = BASELINE
+            if spec.model is not target:
+                reference = own_references.get(id(spec.model))
+                if reference is None:
+                    reference = own_references[id(spec.model)] = f"{BASELINE}[{name}]"
+                    runners.append(HFRunner(reference, spec.model, config, reference=reference))
+            runners.append(SpecDiffRunner(name, spec, config, methods.generate_options(spec.model, config), reference))
     return runners
 
 
@@ -315,6 +327,7 @@ class BenchRun:
     config: DecodingConfig
     settings: BenchSettings
     outputs: dict[str, list[list[list[TurnOutput]]]]
+    references: dict[str, str] = field(default_factory=dict)  # runner -> its reference runner (default hf-generate)
 
 
 def converse(runner: Runner, prompt: BenchPrompt, conversation: Conversation) -> list[TurnOutput]:
@@ -343,4 +356,5 @@ def run_bench(runners: list[Runner], prompts: list[BenchPrompt], conversation: C
                     bar.set_postfix_str(f"repeat {repeat + 1}/{settings.repeats} {runner.name}")
                     outputs[runner.name][repeat].append(converse(runner, prompt, conversation))
                     bar.update()
-    return BenchRun(prompts, config, settings, outputs)
+    references = {runner.name: getattr(runner, "reference", BASELINE) for runner in runners}
+    return BenchRun(prompts, config, settings, outputs, references)

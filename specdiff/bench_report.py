@@ -57,6 +57,7 @@ class MethodSummary:
     distinct_bigrams: float  # mean over answers
     new_tokens: int  # per repeat
     stats: GenerationStats | None  # merged over every answer (SpecDiff methods)
+    reference: str = BASELINE  # the runner speedup and exact match are measured against
 
     @property
     def loops(self) -> bool:
@@ -67,6 +68,7 @@ class MethodSummary:
                     max_accepted=self.max_accepted, tokens_per_second=vars(self.tokens_per_second),
                     speedup=vars(self.speedup), exact_match=self.exact_match,
                     distinct_bigrams=round(self.distinct_bigrams, 4), loops=self.loops, new_tokens=self.new_tokens,
+                    reference=self.reference,
                     stats=None if self.stats is None else self.stats.as_dict())
 
 
@@ -80,13 +82,19 @@ def _tokens_per_second(repeat: list[list[TurnOutput]]) -> float:
 
 
 def summarize(run: BenchRun) -> list[MethodSummary]:
-    reference = run.outputs[BASELINE]
-    baseline_speed = [_tokens_per_second(repeat) for repeat in reference]
-    return [_summary(name, repeats, baseline_speed, _answers(reference[0]), run.config.greedy)
-            for name, repeats in run.outputs.items()]
+    """Speedup and exact match are against each runner's reference: hf-generate, or for a method
+    that decodes its own model (TiDAR) that model's plain generate, `hf-generate[<method>]`."""
+    summaries = []
+    for name, repeats in run.outputs.items():
+        reference_name = run.references.get(name, BASELINE)
+        reference = run.outputs[reference_name]
+        baseline_speed = [_tokens_per_second(repeat) for repeat in reference]
+        summaries.append(_summary(name, repeats, baseline_speed, _answers(reference[0]), run.config.greedy,
+                                  reference_name))
+    return summaries
 
 
-def _summary(name, repeats, baseline_speed, reference, greedy) -> MethodSummary:
+def _summary(name, repeats, baseline_speed, reference, greedy, reference_name=BASELINE) -> MethodSummary:
     every = [answer for repeat in repeats for answer in _answers(repeat)]
     first = _answers(repeats[0])
     speed = [_tokens_per_second(repeat) for repeat in repeats]
@@ -107,6 +115,7 @@ def _summary(name, repeats, baseline_speed, reference, greedy) -> MethodSummary:
         distinct_bigrams=statistics.mean(distinct_bigram_ratio(a.token_ids) for a in first),
         new_tokens=sum(len(a.token_ids) for a in first),
         stats=stats,
+        reference=reference_name,
     )
 
 
@@ -117,8 +126,15 @@ def markdown_table(summaries: list[MethodSummary]) -> str:
         accepted = "–" if s.mean_accepted is None else f"{s.mean_accepted:.2f} ({s.max_accepted})"
         speedup = "loops" if s.loops else s.speedup.format("x")
         exact = "–" if s.exact_match is None else f"{s.exact_match:.0%}"
+        if s.reference != BASELINE:
+            speedup += f" (vs {s.reference})"
         lines.append(f"| {s.name} | {s.tau:.2f} | {accepted} | {s.tokens_per_second.format()} | {speedup} "
                      f"| {exact} | {s.distinct_bigrams:.2f} |")
+    own = sorted({s.reference for s in summaries if s.reference != BASELINE})
+    if own:
+        lines.append("")
+        lines.append(f"Rows marked (vs {', '.join(own)}) decode their own model, not the target: their speedup and "
+                     f"exact match are against that model's plain generate; tau is its tokens per forward (T/NFE).")
     return "\n".join(lines)
 
 

@@ -24,7 +24,8 @@ from typing import Protocol
 
 from specdiff.api import SpecDiff
 from specdiff.config import DecodingConfig
-from specdiff.drafters import AutoregressiveDrafter, DiffusionDrafter, HeadsDrafter, MedusaHeads, PromptLookupDrafter
+from specdiff.drafters import (AutoregressiveDrafter, DiffusionDrafter, HeadsDrafter, MedusaHeads, PromptLookupDrafter,
+                               TiDARDrafter)
 from specdiff.ngram import NGramModel, OnlineNGram
 from specdiff.policies import AdaptiveDraftLength, DraftLengthPolicy, FixedDraftLength
 from specdiff.trees import CausalConsistencySearch, Chain, OptTree, StaticTree, TreeBuilder
@@ -52,6 +53,7 @@ class MethodParts:
     drafter: object  # specdiff.drafters.Drafter
     tree: TreeBuilder
     draft_length: DraftLengthPolicy
+    model: object | None = None  # the model to decode, when the method brings its own (TiDAR); None: the target
 
 
 class Method(Protocol):
@@ -219,6 +221,34 @@ class HeadsMethod:
         return MethodParts(drafter, tree, FixedDraftLength(depth))
 
 
+@dataclass(frozen=True)
+class TiDARMethod:
+    """A TiDAR model drafts its next block inside its own verify forward: it replaces the target
+    (`own_model`), and its output is exactly ITS `generate`'s, which is what the bench compares it with.
+    draft_length (MethodOptions) = block size - 1; default: the model's `tidar_block_size` - 1."""
+
+    name: str
+    description: str
+    search: str = "chain"  # "chain" | "opt-tree" (a block per tree node)
+    node_budget: int = 16
+    max_depth: int = 4
+    default_drafter: str | None = "stdlib-tidar"
+    own_model: bool = True
+
+    def __post_init__(self):
+        if self.search not in ("chain", "opt-tree"):
+            raise ValueError(f"search must be 'chain' or 'opt-tree', got {self.search!r}")
+
+    def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        block_size = options.draft_length + 1 if options.draft_length is not None else None
+        drafter = TiDARDrafter(drafter_model, block_size=block_size, tokenizer=tokenizer)
+        if self.search == "opt-tree":
+            depth = min(self.max_depth, drafter.k)
+            return MethodParts(drafter, OptTree(node_budget=self.node_budget, max_depth=depth),
+                               FixedDraftLength(depth), model=drafter_model)
+        return MethodParts(drafter, Chain(), FixedDraftLength(drafter.k), model=drafter_model)
+
+
 _REGISTRY: dict[str, Method] = {}
 
 
@@ -250,7 +280,7 @@ def build(name: str, target, tokenizer, drafter_model=None, options: MethodOptio
     if method.default_drafter is not None and drafter_model is None:
         raise ValueError(f"method {name!r} needs a drafter model; pass one (CLI: --drafter PATH)")
     parts = method.build(target, tokenizer, drafter_model, options)
-    return SpecDiff(target, parts.drafter, tokenizer=tokenizer, tree=parts.tree, draft_length=parts.draft_length)
+    return SpecDiff(parts.model if parts.model is not None else target, parts.drafter, tokenizer=tokenizer, tree=parts.tree, draft_length=parts.draft_length)
 
 
 def generate_options(model, config: DecodingConfig) -> dict:
@@ -286,4 +316,8 @@ register(DiffusionMethod("dlm-opt-tree", "diffusion lattice -> OPT-Tree of 16 no
 register(HeadsMethod("heads", "Medusa-style heads on the target's hidden state, argmax chain (no drafter forward)"))
 register(HeadsMethod("heads-tree", "Medusa-style heads, OPT-Tree of 16 nodes over each head's top-4",
                      search="opt-tree"))
+register(TiDARMethod("tidar", "TiDAR model (not the target): verifies its drafts and drafts the next block "
+                     "of 8 in one forward; exact w.r.t. its own generate"))
+register(TiDARMethod("tidar-opt-tree", "TiDAR model, OPT-Tree of 8 nodes over its block lattice, 4 deep, a block "
+                     "per node", search="opt-tree", node_budget=8, max_depth=4))
 register(PromptLookupMethod("lookup", "prompt lookup: n-gram matches in the context (3-gram, 10 deep, 4 branches)"))

@@ -238,3 +238,23 @@ def test_corpus_ngram_methods_refuse_another_tokenizer():
     with pytest.raises(ValueError, match="dlm-cps-online"):
         method._proxy(None, 64)
     assert methods.get("dlm-cps-online")._proxy(None, 64) is not None
+
+
+def test_own_model_method_is_compared_with_its_own_generate(loaded):
+    target, tokenizer, drafter = loaded
+    tidar = AutoModelForCausalLM.from_config(drafter.config).eval()  # any model with a mask token
+    tidar.config.mask_token_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else 3
+    config = DecodingConfig.from_model(target, max_new_tokens=8)
+    runners = bench.make_runners(["tidar", "tidar-opt-tree"], target, tokenizer,
+                                 {"tidar": tidar, "tidar-opt-tree": tidar}, config)
+    assert [r.name for r in runners] == ["hf-generate", "hf-generate[tidar]", "tidar", "tidar-opt-tree"]
+    assert runners[1].model is tidar and runners[2].reference == runners[3].reference == "hf-generate[tidar]"
+    prompts = [bench.BenchPrompt(1, "c", ("def add(a, b):",))]
+    run = bench.run_bench(runners, prompts, bench.Conversation(tokenizer, use_chat_template=False), config,
+                          bench.BenchSettings(repeats=1, warmup=0), progress=False)
+    summaries = {s.name: s for s in bench_report.summarize(run)}
+    assert summaries["tidar"].exact_match == summaries["tidar-opt-tree"].exact_match == 1.0  # vs its own generate
+    assert summaries["tidar"].reference == "hf-generate[tidar]" and summaries["hf-generate"].reference == "hf-generate"
+    table = bench_report.markdown_table(list(summaries.values()))
+    assert "(vs hf-generate[tidar])" in table and "decode their own model" in table
+    assert "tidar" not in bench.default_runner_names(drafter_given=True)

@@ -100,3 +100,48 @@ def test_stream_yields_the_same_text(target):
     prompt = zoo.heldout_prompts(1, seed=3)[0]
     pieces = list(spec.stream(prompt, max_new_tokens=32))
     assert "".join(pieces) == spec.generate(prompt, max_new_tokens=32).text
+
+
+def _heldout_equality(model, tokenizer, spec, count: int, seed: int, tokens: int = 48) -> list:
+    results = []
+    for prompt in zoo.heldout_prompts(count, seed=seed):
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        expected = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, do_sample=False)
+        result = spec.generate(prompt, max_new_tokens=tokens)
+        assert result.token_ids == expected[0, ids.shape[1]:].tolist()
+        results.append(result)
+    return results
+
+
+@pytest.mark.parametrize("tree", ["chain", "opt-tree"])
+def test_shipped_tidar_model_is_exact_and_drafts(tree):
+    from specdiff.drafters import TiDARDrafter
+    from specdiff.trees import OptTree
+
+    model, tokenizer = zoo.load("stdlib-tidar")
+    card = zoo.card("stdlib-tidar")
+    assert model.config.tidar_block_size == card["block_size"] and model.config.mask_token_id == tokenizer.mask_token_id
+    builder = OptTree(node_budget=8, max_depth=4) if tree == "opt-tree" else None
+    spec = SpecDiff(model, TiDARDrafter(model, tokenizer=tokenizer), tokenizer, tree=builder)
+    for result in _heldout_equality(model, tokenizer, spec, 2, seed=2):
+        assert result.stats.tau > 1.2 and result.stats.drafter_forwards == 0
+
+
+def test_shipped_tidar_model_keeps_its_ar_quality():
+    card = zoo.card("stdlib-tidar")
+    assert card["quality"]["passes_gate"]
+    assert card["heldout_loss"] < card["heldout_loss_init"] + 0.3  # the AR mode survived the diffusion training
+
+
+@pytest.mark.parametrize("tree", ["chain", "opt-tree"])
+def test_shipped_heads_are_exact_and_free(target, tree):
+    from specdiff.drafters import HeadsDrafter
+    from specdiff.trees import OptTree
+
+    model, tokenizer = target
+    drafter = HeadsDrafter.from_pretrained(zoo.path("stdlib-heads"), model)
+    builder = OptTree(node_budget=16, max_depth=drafter.k) if tree == "opt-tree" else None
+    spec = SpecDiff(model, drafter, tokenizer, tree=builder)
+    for result in _heldout_equality(model, tokenizer, spec, 2, seed=5):
+        assert result.stats.tau > 1.1
+        assert result.stats.target_forwards == len(result.stats.accepted_lengths)  # no forward to propose
