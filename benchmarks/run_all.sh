@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark BENCHMARKS.md reports, in one go, on the shipped zoo models (about 25 min on 2 CPU cores).
+# Every benchmark BENCHMARKS.md reports, in one go, on the shipped zoo models (about 45 min on 2 CPU cores).
 #   bash benchmarks/run_all.sh [OUT_DIR]
 set -euo pipefail
 out=${1:-bench-results}
@@ -22,3 +22,13 @@ python benchmarks/tree_budget.py --prompts 10 --budgets 4,8,16,32,64 --out "$out
 # 5. tree size over the diffusion lattice: CPS's single chain vs lattice OPT-Tree, node budgets 4..64
 python benchmarks/tree_budget.py --lattice --drafter stdlib-dlm-drafter --prompts 10 --budgets 4,8,16,32,64 \
   --max-depth 8 --out "$out/tree-budget-lattice"
+# 6. heads and TiDAR next to the other drafters (greedy); TiDAR is also compared with its own model's generate
+specdiff bench "${common[@]}" --out "$out/greedy-all" \
+  -m hf-generate -m hf-assisted -m ar -m ar-opt-tree -m lookup -m dlm-opt-tree -m heads -m heads-tree -m tidar \
+  -m tidar-opt-tree
+# 7. the same, sampled at temperature 0.7
+specdiff bench "${common[@]}" --out "$out/sampled-heads-tidar-t0.7" --temperature 0.7 --top-k 0 --seed 0 \
+  -m hf-generate -m ar -m heads -m heads-tree -m tidar
+# 8. TiDAR block size: 4 and 16 (the model was trained on blocks of 4 and 8; 16 is zero-shot)
+specdiff bench "${common[@]}" --out "$out/tidar-block4" --draft-length 3 -m hf-generate -m tidar -m tidar-opt-tree
+specdiff bench "${common[@]}" --out "$out/tidar-block16" --draft-length 15 -m hf-generate -m tidar

@@ -25,6 +25,8 @@ def train_group():
     Example:
       specdiff train target --steps 4500
       specdiff train ar-drafter
+      specdiff train heads
+      specdiff train tidar
     """
 
 

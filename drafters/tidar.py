@@ -54,18 +54,25 @@ class TiDARDrafter:
     (default: `model.config.tidar_block_size`, else 8); the draft length k is block_size - 1.
     mask_token_id: explicit, else the tokenizer's, else the config's. eos_token_ids / pruning: as
     for `DiffusionDrafter` (the lattice ends at the first EOS argmax; Eq. 7 pruning for tree search).
+    max_blocks: pre-draft only after rows of depth < max_blocks (c is depth 0), i.e. for the first
+    max_blocks acceptance outcomes (None: every row, TiDAR's layout). Where each query row costs
+    compute (CPU) and long acceptances are rare, fewer blocks make the forward cheaper; when more
+    is accepted than was pre-drafted for, the next step drafts nothing and pre-drafts again.
     """
 
     verifies_own_drafts = True  # SpecDiff checks it is given the same model
 
     def __init__(self, model, block_size: int | None = None, mask_token_id: int | None = None, *, tokenizer=None,
-                 pruning: LatticePruning = LatticePruning(), eos_token_ids: Sequence[int] | int | None = None):
+                 pruning: LatticePruning = LatticePruning(), eos_token_ids: Sequence[int] | int | None = None,
+                 max_blocks: int | None = None):
         hf_compat.check_supported(model)
         if block_size is None:
             block_size = int(getattr(model.config, "tidar_block_size", None) or 8)
         if block_size < 2:
             raise ValueError(f"block_size must be >= 2 (the bonus position and at least one draft), got {block_size}")
-        self.model, self.block_size, self.k = model, block_size, block_size - 1
+        if max_blocks is not None and max_blocks < 1:
+            raise ValueError(f"max_blocks must be >= 1 (or None: a block after every row), got {max_blocks}")
+        self.model, self.block_size, self.k, self.max_blocks = model, block_size, block_size - 1, max_blocks
         self.tokenizer, self.pruning = tokenizer, pruning
         self.mask_token_id = mask_token_id_of(model, tokenizer, mask_token_id)
         self.eos_token_ids = _eos_ids(model, tokenizer, eos_token_ids)
@@ -103,11 +110,14 @@ class TiDARDrafter:
         node_tokens = tree.tokens.tolist()
         for row in range(1, rows):
             paths.append(paths[int(parents[row])] + (node_tokens[row - 1],))
-        tokens = torch.full((rows * B,), mask)
-        positions = (last + depths + 1)[:, None] + torch.arange(B)[None]  # [rows, B]: mask 0 at the bonus position
-        sees = torch.block_diag(*[torch.ones(B, B, dtype=torch.bool)] * rows)
-        anchors = torch.arange(rows).repeat_interleave(B)
-        self._blocks = [_Block(path=paths[row], bonus=True, first_row=row * B + 1, rows=B - 1) for row in range(rows)]
+        anchored = [row for row in range(rows) if self.max_blocks is None or int(depths[row]) < self.max_blocks]
+        tokens = torch.full((len(anchored) * B,), mask)
+        # [blocks, B]: mask 0 at the bonus position after its row
+        positions = (last + depths[anchored] + 1)[:, None] + torch.arange(B)[None]
+        sees = torch.block_diag(*[torch.ones(B, B, dtype=torch.bool)] * len(anchored))
+        anchors = torch.tensor(anchored).repeat_interleave(B)
+        self._blocks = [_Block(path=paths[row], bonus=True, first_row=i * B + 1, rows=B - 1)
+                        for i, row in enumerate(anchored)]
         return QuerySlots(tokens, positions.flatten(), sees, anchors)
 
     @torch.inference_mode()

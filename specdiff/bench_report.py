@@ -126,7 +126,7 @@ def markdown_table(summaries: list[MethodSummary]) -> str:
         accepted = "–" if s.mean_accepted is None else f"{s.mean_accepted:.2f} ({s.max_accepted})"
         speedup = "loops" if s.loops else s.speedup.format("x")
         exact = "–" if s.exact_match is None else f"{s.exact_match:.0%}"
-        if s.reference != BASELINE:
+        if s.reference not in (BASELINE, s.name):
             speedup += f" (vs {s.reference})"
         lines.append(f"| {s.name} | {s.tau:.2f} | {accepted} | {s.tokens_per_second.format()} | {speedup} "
                      f"| {exact} | {s.distinct_bigrams:.2f} |")

@@ -232,6 +232,8 @@ class TiDARMethod:
     search: str = "chain"  # "chain" | "opt-tree" (a block per tree node)
     node_budget: int = 16
     max_depth: int = 4
+    block_size: int | None = None  # None: the model's tidar_block_size
+    max_blocks: int | None = None  # TiDARDrafter.max_blocks: pre-draft after the first rows only
     default_drafter: str | None = "stdlib-tidar"
     own_model: bool = True
 
@@ -240,8 +242,8 @@ class TiDARMethod:
             raise ValueError(f"search must be 'chain' or 'opt-tree', got {self.search!r}")
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
-        block_size = options.draft_length + 1 if options.draft_length is not None else None
-        drafter = TiDARDrafter(drafter_model, block_size=block_size, tokenizer=tokenizer)
+        block_size = options.draft_length + 1 if options.draft_length is not None else self.block_size
+        drafter = TiDARDrafter(drafter_model, block_size=block_size, tokenizer=tokenizer, max_blocks=self.max_blocks)
         if self.search == "opt-tree":
             depth = min(self.max_depth, drafter.k)
             return MethodParts(drafter, OptTree(node_budget=self.node_budget, max_depth=depth),
@@ -320,4 +322,6 @@ register(TiDARMethod("tidar", "TiDAR model (not the target): verifies its drafts
                      "of 8 in one forward; exact w.r.t. its own generate"))
 register(TiDARMethod("tidar-opt-tree", "TiDAR model, OPT-Tree of 8 nodes over its block lattice, 4 deep, a block "
                      "per node", search="opt-tree", node_budget=8, max_depth=4))
+register(TiDARMethod("tidar-lean", "TiDAR model, blocks of 4, pre-drafted only for 0 or 1 accepted drafts "
+                     "(12 query rows instead of 20: for hardware where every row costs)", block_size=4, max_blocks=2))
 register(PromptLookupMethod("lookup", "prompt lookup: n-gram matches in the context (3-gram, 10 deep, 4 branches)"))

@@ -204,3 +204,30 @@ def test_objective_checks():
         TiDARObjective(MASK, ())
     with pytest.raises(ValueError, match="alpha"):
         TiDARObjective(MASK, (4,), alpha=-1)
+
+
+def test_one_token_prompt_and_a_reused_cache(trained):
+    model, successor, _, _ = trained
+    spec = SpecDiff(model, TiDARDrafter(model, block_size=4))
+    one = torch.tensor([[int(successor[0])]])
+    assert spec.generate(one, 12).token_ids == tiny.reference(model, one, 12)
+    prompt = periodic_rows(successor, 1, 8, torch.Generator().manual_seed(9))
+    first = spec.generate(prompt, 10).token_ids
+    follow = torch.cat([prompt, torch.tensor([first + [5, 6]])], dim=1)  # a chat turn: extends the committed ids
+    assert spec.verifier.committed == prompt[0].tolist() + first
+    assert spec.generate(follow, 16).token_ids == tiny.reference(model, follow, 16)
+
+
+def test_fewer_blocks_stay_exact(trained):
+    model, successor, _, _ = trained
+    prompt = periodic_rows(successor, 1, 10, torch.Generator().manual_seed(10))
+    expected = tiny.reference(model, prompt, 40)
+    drafter = TiDARDrafter(model, block_size=4, max_blocks=2)
+    slots = drafter.query_slots([5, 6, 7], DraftTree.chain(torch.tensor([8, 9, 10])))
+    assert len(slots) == 2 * 4 and slots.anchors.tolist() == [0] * 4 + [1] * 4
+    result = SpecDiff(model, drafter).generate(prompt, 40)
+    assert result.token_ids == expected
+    # whole blocks are accepted, then the next step finds no block for its outcome and drafts nothing
+    assert 0 < result.stats.tau < 4 and 3 in result.stats.accepted_lengths
+    with pytest.raises(ValueError, match="max_blocks"):
+        TiDARDrafter(model, max_blocks=0)
