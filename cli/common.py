@@ -177,10 +177,14 @@ def _check_pairing(target, tokenizer, drafter, drafter_tokenizer) -> None:
 
 def build_specdiff(models: Models, params: dict):
     try:
-        return methods.build(params["method"], models.target, models.tokenizer, models.drafters.get(params["method"]),
+        spec = methods.build(params["method"], models.target, models.tokenizer, models.drafters.get(params["method"]),
                              methods.MethodOptions(draft_length=params["draft_length"]))
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+    if spec.model is not models.target:
+        click.echo(f"note: method {params['method']} decodes its own model {models.drafter_names[params['method']]} "
+                   f"(exactly as its generate would), not the target {models.target_name}", err=True)
+    return spec
 
 
 def generate_options(models: Models, config: DecodingConfig) -> dict:

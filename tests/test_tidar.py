@@ -231,3 +231,13 @@ def test_fewer_blocks_stay_exact(trained):
     assert 0 < result.stats.tau < 4 and 3 in result.stats.accepted_lengths
     with pytest.raises(ValueError, match="max_blocks"):
         TiDARDrafter(model, max_blocks=0)
+
+
+def test_cli_generate_with_the_zoo_tidar_model():
+    from click.testing import CliRunner
+
+    from specdiff.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["generate", "--method", "tidar-lean", "--max-new-tokens", "8", "import os\n"])
+    assert result.exit_code == 0, result.output
+    assert "decodes its own model zoo:stdlib-tidar" in result.output and "tau" in result.output
