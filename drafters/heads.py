@@ -152,6 +152,10 @@ class MedusaHeads(torch.nn.Module):
     def forward(self, hidden: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [k, ..., V] of every head from hidden [..., H]; conditioned heads take tokens
         [..., k] (teacher forcing): tokens[..., m] is the token m + 1 positions after the hidden state's."""
+        if not self.config.conditioned and self.output_weight is not None:
+            # one LM-head product for all heads: k small blocks, then [k, ..., H] x [H, V]
+            states = torch.stack([block(hidden) for block in self.blocks])
+            return F.linear(states, self.output_weight, self.output_bias)
         return torch.stack([self.head(i, hidden, None if tokens is None else tokens[..., : i + 1])
                             for i in range(self.num_heads)])
 

@@ -32,11 +32,24 @@ def process_rows(processors: LogitsProcessorList | None, contexts: list[list[int
     """logits [R, V] -> processed logits, row r with context ids `contexts[r]`."""
     if not processors:
         return logits
+    if len(contexts) > 1 and all(contexts) and all(_set_based(p) for p in processors):
+        # The penalty only asks which ids occur, so each context can be padded with its own first id
+        # and every row goes through in one call.
+        width = max(len(context) for context in contexts)
+        ids = torch.tensor([context + context[:1] * (width - len(context)) for context in contexts],
+                           device=logits.device)
+        return processors(ids, logits.clone())
     rows = []
     for context, row in zip(contexts, logits):
         ids = torch.tensor([context], device=logits.device)
         rows.append(processors(ids, row[None].clone())[0])
     return torch.stack(rows)
+
+
+def _set_based(processor) -> bool:
+    """A processor whose result depends only on the set of context ids (not their order or count)."""
+    return (type(processor) is RepetitionPenaltyLogitsProcessor
+            and getattr(processor, "prompt_ignore_length", None) is None)
 
 
 def apply_per_node(processors: LogitsProcessorList, tree: DraftTree, logits: torch.Tensor,

@@ -65,6 +65,14 @@ def test_shapes_and_zero_init_heads_are_the_lm_head(conditioned):
     assert not any("output" in name or "embeddings" in name for name in own)  # the target's tensors are shared
 
 
+def test_batched_forward_equals_each_head():
+    model = tiny.build("llama")
+    heads = random_heads(model, num_heads=3)
+    hidden = torch.randn(2, 5, 64)
+    expected = torch.stack([heads.head(i, hidden) for i in range(3)])
+    torch.testing.assert_close(heads(hidden), expected)
+
+
 def test_conditioned_heads_use_the_tokens():
     model = tiny.build("llama")
     heads = random_heads(model, num_heads=2, conditioned=True)
