@@ -25,7 +25,7 @@ python benchmarks/tree_budget.py --lattice --drafter stdlib-dlm-drafter --prompt
 # 6. heads and TiDAR next to the other drafters (greedy); TiDAR is also compared with its own model's generate
 specdiff bench "${common[@]}" --out "$out/greedy-all" \
   -m hf-generate -m hf-assisted -m ar -m ar-opt-tree -m lookup -m dlm-opt-tree -m heads -m heads-tree -m tidar \
-  -m tidar-opt-tree
+  -m tidar-opt-tree -m tidar-lean
 # 7. the same, sampled at temperature 0.7
 specdiff bench "${common[@]}" --out "$out/sampled-heads-tidar-t0.7" --temperature 0.7 --top-k 0 --seed 0 \
   -m hf-generate -m ar -m heads -m heads-tree -m tidar
