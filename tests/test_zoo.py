@@ -1,7 +1,5 @@
 """The shipped zoo: offline loading, tokenizer, held-out loss and quality gate, lossless with its drafter."""
 
-import json
-import os
 
 import numpy as np
 import pytest

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 
 from specdiff import hf_compat
-from specdiff.masks import (QuerySlots, additive_mask, allowed_keys, block_allowed, query_positions, score_layout,
+from specdiff.masks import (QuerySlots, additive_mask, block_allowed, query_parents, query_positions, score_layout,
                             with_slots)
-from specdiff.types import DraftTree
+from specdiff.types import DraftTree, ancestor_mask
 
 
 class HFVerifier:
@@ -113,19 +113,11 @@ class HFVerifier:
         positions = query_positions(parents, cache_length)
         ids = torch.cat([torch.tensor([self.committed[-1]]), tree.tokens.cpu()])
         if slots is None:
-            masks = {
-                group.name: additive_mask(
-                    allowed_keys(parents, cache_length, hf_compat.visible_cache_rows(self.cache, group), group.window),
-                    self.dtype,
-                    self.device,
-                )
-                for group in hf_compat.layer_groups(self.cache)
-            }
-            mask = hf_compat.pack_masks(masks)
+            allowed = ancestor_mask(query_parents(parents))  # row i sees its root path
         else:
             allowed, positions = score_layout(parents, cache_length, slots)
-            mask = self._masks(positions, allowed, cache_length)
             ids = torch.cat([ids, slots.tokens.cpu().long()])
+        mask = self._masks(positions, allowed, cache_length)
         with hf_compat.capture_last_hidden(self.model, self.capture_hidden) as hidden:
             out = hf_compat.forward(self.model, ids[None].to(self.device), self.cache, mask,
                                     positions[None].to(self.device))

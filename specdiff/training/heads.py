@@ -13,14 +13,13 @@ token at j + 2 + i, the same offsets `HeadsDrafter` drafts with. Labels, a choic
 
 from __future__ import annotations
 
-import json
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from specdiff.training.cards import machine_label, write_card
 from specdiff import hf_compat
 from specdiff.drafters.heads import MedusaHeads
 from specdiff.training.data import WindowSampler, encode_files
@@ -228,11 +227,10 @@ def export_heads(recipe: HeadsRecipe, heads: MedusaHeads, result: TrainResult, a
         "head_accuracy": accuracy,
         "train_seconds": round(result.train_seconds, 1),
         "train_config": asdict(config),
-        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
+        "machine": machine_label(),
         "command": recipe.command,
     }
-    (out / "card.json").write_text(json.dumps(card, indent=1))
-    (out / "README.md").write_text(heads_card_markdown(card, _loading_code(recipe.target, out)))
+    write_card(out, card, heads_card_markdown(card, _loading_code(recipe.target, out)))
     return out
 
 

@@ -3,14 +3,13 @@ Stage I on the corpus, Stage II on the shipped target's own greedy continuations
 
 from __future__ import annotations
 
-import json
-import platform
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from transformers import LlamaForCausalLM
 
+from specdiff.training.cards import machine_label, write_card
 from specdiff.ngram import NGramModel
 from specdiff.training.data import WindowSampler
 from specdiff.training.diffusion import DiffusionStage, RowSampler, greedy_continuations, heldout_block_accuracy
@@ -131,12 +130,11 @@ def export_diffusion(recipe: Recipe, stage: DiffusionStage, model, tokenizer, re
         "train_seconds": round(result.train_seconds, 1),
         "train_config": asdict(config),
         "teacher": recipe.teacher,
-        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
+        "machine": machine_label(),
         "command": recipe.command,
         **recipe.extra_card,
     }
-    (out / "card.json").write_text(json.dumps(card, indent=1))
-    (out / "README.md").write_text(_card_markdown(card))
+    write_card(out, card, _card_markdown(card))
     return out
 
 

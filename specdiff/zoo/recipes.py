@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-import json
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from specdiff.training.cards import machine_label, write_card
 from specdiff.training.data import WindowSampler, encode_files
 from specdiff.training.diffusion import DiffusionStage
 from specdiff.training.heads import HeadsRecipe, run_heads_recipe
@@ -231,7 +230,7 @@ def export(recipe: Recipe, model, tokenizer, result: TrainResult, heldout_loss: 
         "train_config": asdict(config),
         "teacher": recipe.teacher,
         "kl_weight": recipe.kl_weight,
-        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
+        "machine": machine_label(),
         "command": recipe.command,
         "role": recipe.role,
         **recipe.extra_card,
@@ -242,8 +241,7 @@ def export(recipe: Recipe, model, tokenizer, result: TrainResult, heldout_loss: 
     if recipe.generation:
         shipped.generation_config.repetition_penalty = 1.0
         card["quality_plain_greedy"] = quality_report(shipped, tokenizer)
-    (out / "card.json").write_text(json.dumps(card, indent=1))
-    (out / "README.md").write_text(model_card_markdown(card))
+    write_card(out, card, model_card_markdown(card))
     return out
 
 

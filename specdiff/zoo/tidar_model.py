@@ -3,14 +3,13 @@ objective so that the one model drafts (mask blocks) and verifies (causal rows) 
 
 from __future__ import annotations
 
-import json
-import platform
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
+from specdiff.training.cards import machine_label, write_card
 from specdiff.training.data import WindowSampler
 from specdiff.training.diffusion import heldout_block_accuracy
 from specdiff.training.loop import TrainConfig, TrainResult, train
@@ -55,8 +54,8 @@ def export_tidar(recipe: TiDARRecipe, model, tokenizer, result: TrainResult, eva
     start, _ = zoo.load(recipe.init_from)
     start.eval()
     model.eval()
-    ar_loss = _heldout_ce(model, eval_batches)
     start_loss = _heldout_ce(start, eval_batches)
+    # The clean half is causal, so L_AR here is the plain next-token loss on the same batches.
     measure = TiDARObjective(tokenizer.mask_token_id, (recipe.block_size,), seed=0)
     with torch.no_grad():
         pairs = [measure.losses(model, batch) for batch in eval_batches]
@@ -78,7 +77,7 @@ def export_tidar(recipe: TiDARRecipe, model, tokenizer, result: TrainResult, eva
         "data": "Python stdlib .py files (train split), doubled sequences [clean | all masks]",
         "steps": result.step,
         "tokens_seen": result.tokens_seen,
-        "heldout_loss": round(ar_loss, 4),
+        "heldout_loss": round(ar, 4),
         "heldout_loss_init": round(start_loss, 4),
         "heldout_objective": {"ar": round(ar, 4), "diff": round(diff, 4)},
         "one_step_drafting": drafting,
@@ -87,12 +86,11 @@ def export_tidar(recipe: TiDARRecipe, model, tokenizer, result: TrainResult, eva
         "generation_config": {"repetition_penalty": shipped.generation_config.repetition_penalty},
         "train_seconds": round(result.train_seconds, 1),
         "train_config": asdict(config),
-        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
+        "machine": machine_label(),
         "command": recipe.command,
         "role": "target",
     }
-    (out / "card.json").write_text(json.dumps(card, indent=1))
-    (out / "README.md").write_text(_card_markdown(card))
+    write_card(out, card, _card_markdown(card))
     return out
 
 
