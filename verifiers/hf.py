@@ -18,7 +18,7 @@ import torch
 from specdiff import hf_compat
 from specdiff.masks import (QuerySlots, additive_mask, block_allowed, query_parents, query_positions, score_layout,
                             with_slots)
-from specdiff.types import DraftTree, ancestor_mask
+from specdiff.types import DraftTree, ancestor_mask, is_chain
 
 
 class HFVerifier:
@@ -34,6 +34,7 @@ class HFVerifier:
         self._hidden_at_commit: torch.Tensor | None = None
         self._pending_slots = 0
         self.slot_logits: torch.Tensor | None = None  # [E, V] fp32: the last forward's QuerySlots rows
+        self.last_mask_path = ""  # which mask the last score() used: "causal" (the model's own) or "additive"
 
     @property
     def device(self) -> torch.device:
@@ -117,11 +118,15 @@ class HFVerifier:
         else:
             allowed, positions = score_layout(parents, cache_length, slots)
             ids = torch.cat([ids, slots.tokens.cpu().long()])
-        mask = self._masks(positions, allowed, cache_length)
+        # A chain (or no draft) over a cache of full-attention layers is exactly the model's own causal
+        # forward: let transformers mask it, as `generate` does, instead of a [Q, T + Q] float mask.
+        own_causal = slots is None and is_chain(parents) and hf_compat.full_attention_only(self.cache)
+        mask = None if own_causal else self._masks(positions, allowed, cache_length)
         with hf_compat.capture_last_hidden(self.model, self.capture_hidden) as hidden:
             out = hf_compat.forward(self.model, ids[None].to(self.device), self.cache, mask,
                                     positions[None].to(self.device))
         self.forward_count += 1
+        self.last_mask_path = "causal" if own_causal else "additive"
         self._pending = tree
         self._pending_slots = len(slots) if slots is not None else 0
         self.slot_logits = out.logits[0, Q:].float() if slots is not None else None
