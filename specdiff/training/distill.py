@@ -1,0 +1,468 @@
+"""Distillation data: the target's own replies to non-benchmark prompts, stored as token ids.
+
+Every prompt (`prompt_sources.build_prompts`) is answered twice through the target's chat template:
+greedy, and sampled at `temperature` / `top_p`. Both rows decode in one batch (left padding, a row
+leaving the batch at its EOS: `generate_rows`).
+
+Layout of an output directory (append-only, resumable):
+    plan.jsonl.gz          line 1: the DistillConfig; then one prompt per line (fixed at the first run)
+    shards/batch-NNNNN.npz one per batch of prompts, written atomically (temp file + os.replace)
+    manifest.json          counts, tokens, sources, versions, throughput; rewritten after each shard
+A shard holds uint16 token ids (vocabularies up to 65,536) and a JSON list of per-record metadata.
+A rerun with the same settings skips the batches whose shard exists, so an interrupted run loses
+at most the batch in flight. Hidden states are not stored: `teacher_hidden_states` recomputes them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from specdiff import hf_compat
+from specdiff.sampling import SamplingSettings
+from specdiff.training.prompt_sources import Prompt, build_prompts
+
+PLAN_FILE = "plan.jsonl.gz"
+MANIFEST_FILE = "manifest.json"
+SHARD_DIR = "shards"
+HELDOUT_PERCENT = 5
+_DTYPES = ("float32", "bfloat16", "float16")
+# Names the decoding loop in each record. Records without it (the first shards of the smollm2 run)
+# came from `model.generate` with the greedy rows pinned to their argmax: the same distribution.
+DECODER = "distill.generate_rows (rows leave the batch at EOS)"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One data run. Every field is fixed by the first run in a directory; a resume must match it."""
+
+    target: str
+    prompts: int
+    dtype: str = "bfloat16"
+    max_new_tokens: int = 256
+    batch_size: int = 16  # prompts per batch; each gives a greedy and a sampled row
+    temperature: float = 0.7
+    top_p: float = 0.95
+    question_temperature: float = 0.8  # the target writing its own question about a topic
+    question_max_new_tokens: int = 64
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("prompts", "max_new_tokens", "batch_size", "question_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DistillConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"DistillConfig.dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        for name in ("temperature", "question_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DistillConfig.{name} must be > 0 (greedy rows are always written too)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"DistillConfig.top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.prompts // self.batch_size)
+
+    def batch_seed(self, batch_index: int) -> int:
+        """The torch seed of one batch: sampling is a pure function of (seed, batch), so resume is exact."""
+        return self.seed * 1_000_003 + batch_index
+
+
+def chat_ids(tokenizer, request: str) -> list[int]:
+    """The user's request through the tokenizer's chat template, ending with the assistant's turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the target's tokenizer has no chat_template; distillation prompts go through it "
+                         "(set tokenizer.chat_template to the model's chat format)")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
+                                         add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _next_tokens(logits: torch.Tensor, greedy: torch.Tensor, settings: SamplingSettings,
+                 generator: torch.Generator) -> torch.Tensor:
+    """logits [N, V], greedy [N] bool -> the next token of each row [N]: argmax or a warped draw."""
+    sampled = torch.multinomial(settings.probs(logits), 1, generator=generator).squeeze(1)  # [N]
+    return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+@torch.no_grad()
+def generate_rows(model, tokenizer, prompts: list[list[int]], greedy: list[bool], temperature: float,
+                  top_p: float, max_new_tokens: int, seed: int) -> list[list[int]]:
+    """Batched decoding of left-padded prompts; each reply ends with its first EOS.
+
+    Not `model.generate`: that keeps a finished row in the batch until the longest reply ends, and
+    at one CPU thread a forward costs about linearly in rows (measured: 68 vs 63 tokens/s with 32 vs
+    64 rows). SmolLM2's replies average ~148 of 256 tokens, so ~40% of generate's row-steps were
+    finished rows; here a row leaves the batch and its cache (`batch_select_indices`) at its EOS
+    (measured: 30 -> 40-60 tokens/s on the same shared machine). Greedy rows take the raw argmax."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = eos if pad is None else pad
+    width = max(len(ids) for ids in prompts)
+    device = model.device
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)  # [B, P]
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]: left padding shifts each row
+    settings = SamplingSettings(temperature=temperature, top_p=top_p)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    cache = hf_compat.new_cache(model)
+    live = torch.arange(len(prompts))  # [N] the prompt of each row still decoding
+    is_greedy = torch.tensor(greedy)
+    replies: list[list[int]] = [[] for _ in prompts]
+    logits = hf_compat.forward(model, input_ids, cache, attention_mask, positions).logits[:, -1]  # [B, V]
+    next_position = positions[:, -1:] + 1  # [B, 1]
+    for step in range(max_new_tokens):
+        tokens = _next_tokens(logits.float().cpu(), is_greedy[live], settings, generator)  # [N]
+        for row, token in zip(live.tolist(), tokens.tolist()):
+            replies[row].append(token)
+        going = tokens != eos
+        if step == max_new_tokens - 1 or not going.any():
+            break
+        if not going.all():
+            keep = going.nonzero().squeeze(1)  # [N']
+            cache.batch_select_indices(keep.to(device))
+            live, tokens = live[keep], tokens[keep]
+            attention_mask, next_position = attention_mask[keep.to(device)], next_position[keep.to(device)]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(live), 1)], dim=1)  # [N, P + t]
+        logits = hf_compat.forward(model, tokens[:, None].to(device), cache, attention_mask,
+                                   next_position).logits[:, -1]  # [N, V]
+        next_position = next_position + 1
+    return replies
+
+
+_QUOTED = re.compile(r'"([^"]{12,})"?')
+_LABEL = re.compile(r"^(question|request|task|instruction)\s*\d*\s*[:.)-]\s*", re.I)
+
+
+def _clean_question(text: str) -> str:
+    """The target's question about a topic, without a preamble ('The user will ask, "...'), quotes or label."""
+    quoted = _QUOTED.search(text)
+    if quoted is not None and quoted.start() < 60:
+        text = quoted.group(1)
+    lines = [_LABEL.sub("", line.strip()).strip() for line in text.strip().splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
+    return lines[0] if lines else ""
+
+
+def write_requests(model, tokenizer, prompts: list[Prompt], config: DistillConfig, seed: int) -> list[str]:
+    """The user messages of a batch: a self-written prompt's seed request is answered first (sampled)."""
+    requests = [prompt.text for prompt in prompts]
+    asked = [i for i, prompt in enumerate(prompts) if prompt.self_written]
+    if asked:
+        seeds = [chat_ids(tokenizer, prompts[i].text) for i in asked]
+        replies = generate_rows(model, tokenizer, seeds, [False] * len(asked), config.question_temperature,
+                                config.top_p, config.question_max_new_tokens, seed)
+        for i, reply in zip(asked, replies):
+            question = _clean_question(tokenizer.decode(reply, skip_special_tokens=True))
+            requests[i] = question or prompts[i].text
+    return requests
+
+
+def distill_batch(model, tokenizer, prompts: list[Prompt], first_index: int, batch_index: int,
+                  config: DistillConfig) -> dict:
+    """Greedy and sampled replies to one batch of prompts: {"prompt_ids", "response_ids", "records"}."""
+    seed = config.batch_seed(batch_index)
+    requests = write_requests(model, tokenizer, prompts, config, seed)
+    prompt_ids = [chat_ids(tokenizer, request) for request in requests]
+    rows = prompt_ids + prompt_ids
+    greedy = [True] * len(prompts) + [False] * len(prompts)
+    replies = generate_rows(model, tokenizer, rows, greedy, config.temperature, config.top_p,
+                            config.max_new_tokens, seed)
+    records = []
+    for row, is_greedy in enumerate(greedy):
+        prompt = prompts[row % len(prompts)]
+        mode = {"mode": "greedy"} if is_greedy else {
+            "mode": "sampled", "temperature": config.temperature, "top_p": config.top_p, "seed": seed}
+        records.append({
+            "prompt_index": first_index + row % len(prompts), **prompt.as_dict(),
+            "request": requests[row % len(prompts)], **mode, "dtype": config.dtype, "decoder": DECODER,
+            "finished": bool(replies[row]) and replies[row][-1] == tokenizer.eos_token_id,
+        })
+    return {"prompt_ids": rows, "response_ids": replies, "records": records}
+
+
+# ---- storage ---------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    """Write through a temp file and os.replace, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _concat(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(row) for row in rows], dtype=np.int32)
+    flat = np.fromiter((t for row in rows for t in row), dtype=np.int64, count=int(lengths.sum()))
+    if flat.size and flat.max() > np.iinfo(np.uint16).max:
+        raise ValueError("token id above 65535: this store keeps uint16 ids")
+    return flat.astype(np.uint16), lengths
+
+
+def _split(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+def shard_path(out_dir: Path, batch_index: int) -> Path:
+    return out_dir / SHARD_DIR / f"batch-{batch_index:05d}.npz"
+
+
+def write_shard(out_dir: Path, batch_index: int, batch: dict, seconds: float) -> None:
+    prompt_flat, prompt_lengths = _concat(batch["prompt_ids"])
+    response_flat, response_lengths = _concat(batch["response_ids"])
+    meta = json.dumps({"batch": batch_index, "seconds": round(seconds, 3), "records": batch["records"]})
+    arrays = dict(prompt_ids=prompt_flat, prompt_lengths=prompt_lengths, response_ids=response_flat,
+                  response_lengths=response_lengths, meta=np.array(meta))
+    _atomic_write(shard_path(out_dir, batch_index), lambda handle: np.savez_compressed(handle, **arrays))
+
+
+def read_shard(path: Path) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    """(prompt ids, response ids, shard meta) of one shard; ids are uint16 arrays."""
+    with np.load(path) as shard:
+        prompts = _split(shard["prompt_ids"], shard["prompt_lengths"])
+        responses = _split(shard["response_ids"], shard["response_lengths"])
+        return prompts, responses, json.loads(str(shard["meta"]))
+
+
+def completed_batches(out_dir: Path) -> list[int]:
+    return sorted(int(path.stem.split("-")[1]) for path in (out_dir / SHARD_DIR).glob("batch-*.npz"))
+
+
+def open_plan(out_dir: Path, config: DistillConfig, build: Callable[[], list[Prompt]]) -> list[Prompt]:
+    """The run's prompts: built and saved by the first run, read back (and checked) by a resume."""
+    path = out_dir / PLAN_FILE
+    if path.exists():
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            saved = json.loads(handle.readline())["config"]
+            if saved != asdict(config):
+                changed = {k: f"{saved.get(k)!r} -> {v!r}" for k, v in asdict(config).items() if saved.get(k) != v}
+                raise ValueError(f"{out_dir} holds a run with other settings ({changed}); rerun with the "
+                                 "saved settings to resume, or pick another output directory")
+            return [Prompt(**json.loads(line)) for line in handle]
+    prompts = build()
+    lines = [json.dumps({"config": asdict(config)})] + [json.dumps(p.as_dict()) for p in prompts]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda handle: handle.write(gzip.compress(("\n".join(lines) + "\n").encode())))
+    return prompts
+
+
+def summarize(out_dir: Path, config: DistillConfig) -> dict:
+    """The manifest: everything in it is recomputed from the shards, so it can never drift from them."""
+    import transformers
+
+    records = tokens_prompt = tokens_response = 0
+    seconds = 0.0
+    by_kind: dict[str, dict[str, int]] = {}
+    by_mode: dict[str, int] = {}
+    finished = 0
+    for batch_index in completed_batches(out_dir):
+        prompts, responses, meta = read_shard(shard_path(out_dir, batch_index))
+        seconds += meta["seconds"]
+        for prompt, response, record in zip(prompts, responses, meta["records"]):
+            records += 1
+            tokens_prompt += len(prompt)
+            tokens_response += len(response)
+            kind = by_kind.setdefault(record["kind"], {"records": 0, "response_tokens": 0})
+            kind["records"] += 1
+            kind["response_tokens"] += len(response)
+            by_mode[record["mode"]] = by_mode.get(record["mode"], 0) + 1
+            finished += record["finished"]
+    batches = len(completed_batches(out_dir))
+    return {
+        "format": "specdiff distillation data v1 (see specdiff/training/distill.py)",
+        "target": config.target, "dtype": config.dtype, "config": asdict(config),
+        "transformers": transformers.__version__, "torch": torch.__version__,
+        "batches": {"done": batches, "planned": config.num_batches},
+        "records": records, "records_by_mode": by_mode, "sources": by_kind,
+        "tokens": {"prompt": tokens_prompt, "response": tokens_response},
+        "finished_with_eos": finished,
+        "generation_seconds": round(seconds, 1),
+        "response_tokens_per_second": round(tokens_response / seconds, 1) if seconds else None,
+        "heldout": f"md5 of the prompt ids < {HELDOUT_PERCENT}% (DistillDataset(split='heldout'))",
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_manifest(out_dir: Path, config: DistillConfig) -> dict:
+    manifest = summarize(out_dir, config)
+    _atomic_write(out_dir / MANIFEST_FILE, lambda handle: handle.write(json.dumps(manifest, indent=1).encode()))
+    return manifest
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+class StopRequest:
+    """Set by the first SIGINT / SIGTERM: the batch in flight finishes and is written, then the run stops."""
+
+    requested = False
+
+
+@contextmanager
+def graceful_stop() -> Iterator[StopRequest]:
+    """First signal: finish the current shard, then stop. A second one interrupts at once."""
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        tqdm.write(f"signal {signum}: finishing the current batch, then stopping (again to stop now)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    manifest: dict
+    batches_this_run: int
+    interrupted: bool
+
+
+def run(model, tokenizer, out_dir: Path, config: DistillConfig, build: Callable[[], list[Prompt]] | None = None,
+        max_batches: int | None = None, progress: bool = True) -> RunResult:
+    """Generate the missing batches of `out_dir` (all of them on a first run); `max_batches` caps this call.
+
+    `build` makes the prompt plan on a first run (default: `build_prompts(config.prompts, config.seed)`)."""
+    out_dir = Path(out_dir)
+    prompts = open_plan(out_dir, config, build or (lambda: build_prompts(config.prompts, config.seed)))
+    if len(prompts) != config.prompts:
+        raise ValueError(f"the plan has {len(prompts)} prompts, the config asks for {config.prompts}")
+    (out_dir / SHARD_DIR).mkdir(exist_ok=True)
+    for stale in (out_dir / SHARD_DIR).glob("*.tmp"):  # a shard that was being written when killed
+        stale.unlink()
+    done = set(completed_batches(out_dir))
+    todo = [b for b in range(config.num_batches) if b not in done][:max_batches]
+    bar = tqdm(total=config.prompts, initial=min(config.prompts, len(done) * config.batch_size), unit="prompt",
+               desc="distilling", disable=not progress, mininterval=10)
+    started, new_tokens, finished_batches, interrupted = time.perf_counter(), 0, 0, False
+    with graceful_stop() as stop:
+        try:
+            for batch_index in todo:
+                if stop.requested:
+                    interrupted = True
+                    break
+                first = batch_index * config.batch_size
+                batch_prompts = prompts[first : first + config.batch_size]
+                batch_started = time.perf_counter()
+                batch = distill_batch(model, tokenizer, batch_prompts, first, batch_index, config)
+                seconds = time.perf_counter() - batch_started
+                write_shard(out_dir, batch_index, batch, seconds)
+                write_manifest(out_dir, config)
+                finished_batches += 1
+                tokens = sum(len(reply) for reply in batch["response_ids"])
+                new_tokens += tokens
+                bar.update(len(batch_prompts))
+                rate = new_tokens / (time.perf_counter() - started)
+                bar.set_postfix(tok_s=f"{rate:.0f}", new_tokens=new_tokens)
+                bar.write(f"batch {batch_index}: {len(batch['records'])} records, {tokens} tokens in {seconds:.1f} s "
+                          f"({tokens / seconds:.0f} tok/s)")
+            interrupted = interrupted or stop.requested and finished_batches < len(todo)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+    return RunResult(write_manifest(out_dir, config), finished_batches, interrupted)
+
+
+# ---- loading for training --------------------------------------------------------------------
+
+
+def is_heldout(prompt_ids: np.ndarray) -> bool:
+    """Deterministic ~5% split by the md5 of the prompt's ids: a prompt's greedy and sampled replies
+    always land on the same side."""
+    digest = hashlib.md5(np.asarray(prompt_ids, dtype=np.uint16).tobytes()).digest()
+    return int.from_bytes(digest[:4], "little") % 100 < HELDOUT_PERCENT
+
+
+@dataclass(frozen=True)
+class DistillRecord:
+    prompt_ids: np.ndarray  # [P] uint16, the templated prompt
+    response_ids: np.ndarray  # [R] uint16, the target's reply (ends with EOS when `meta["finished"]`)
+    meta: dict  # provenance (kind, origin, template, request), mode, temperature, seed, dtype
+
+
+class DistillDataset(Sequence):
+    """The records of a distillation directory, shard by shard; `split`: "all", "train" or "heldout".
+
+    Reads only complete shards, so it is safe while a run is still writing."""
+
+    SPLITS = ("all", "train", "heldout")
+
+    def __init__(self, path: str | Path, split: str = "all"):
+        if split not in self.SPLITS:
+            raise ValueError(f"split must be one of {self.SPLITS}, got {split!r}")
+        self.path = Path(path)
+        if not (self.path / PLAN_FILE).exists():
+            raise FileNotFoundError(f"{self.path} is not a distillation directory (no {PLAN_FILE}); "
+                                    "`specdiff train data` makes one")
+        self.manifest = json.loads((self.path / MANIFEST_FILE).read_text()) if (self.path / MANIFEST_FILE).exists() else {}
+        self.records: list[DistillRecord] = []
+        for batch_index in completed_batches(self.path):
+            prompts, responses, meta = read_shard(shard_path(self.path, batch_index))
+            for prompt, response, record in zip(prompts, responses, meta["records"]):
+                if split == "all" or is_heldout(prompt) == (split == "heldout"):
+                    self.records.append(DistillRecord(prompt, response, record))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index):
+        return self.records[index]
+
+
+@torch.no_grad()
+def teacher_hidden_states(model, ids: Sequence[Sequence[int]], layers: Sequence[int],
+                          batch_size: int = 8) -> list[torch.Tensor]:
+    """The target's hidden states at `layers` for each sequence: a list of [T_i, len(layers), H] tensors
+    on the CPU, in the model's dtype. Not stored with the data (30 layers x 576 per token is ~35 kB);
+    recompute them for the layers a drafter fuses.
+
+    `layers` index `output_hidden_states`: 0 is the embeddings, i the output of decoder layer i (for
+    Llama the last entry is after the final norm). Sequences are batched by length with right
+    padding; the causal mask keeps real positions from seeing the pads."""
+    num_states = model.config.num_hidden_layers + 1
+    if not layers or any(not 0 <= layer < num_states for layer in layers):
+        raise ValueError(f"layers must be in [0, {num_states}), got {list(layers)}")
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    result: list[torch.Tensor | None] = [None] * len(ids)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in chunk)
+        input_ids = torch.zeros(len(chunk), width, dtype=torch.long)  # [B, T]
+        attention_mask = torch.zeros(len(chunk), width, dtype=torch.long)  # [B, T]
+        for row, i in enumerate(chunk):
+            input_ids[row, : len(ids[i])] = torch.as_tensor(np.asarray(ids[i], dtype=np.int64))
+            attention_mask[row, : len(ids[i])] = 1
+        out = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
+                    output_hidden_states=True)
+        stacked = torch.stack([out.hidden_states[layer] for layer in layers], dim=2)  # [B, T, L, H]
+        for row, i in enumerate(chunk):
+            result[i] = stacked[row, : len(ids[i])].cpu()
+    return result

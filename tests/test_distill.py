@@ -1,0 +1,200 @@
+"""The distillation data pipeline: prompt sources, the resumable store, the loader, hidden states."""
+
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tiny
+from click.testing import CliRunner
+
+from specdiff import zoo
+from specdiff.training import distill, prompt_sources
+from specdiff.training.prompt_sources import build_prompts
+from specdiff.zoo.corpus import stdlib_root
+
+CHAT = "{% for m in messages %}<|pad|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}<|pad|>assistant: "
+PROSE = ("The lighthouse keeper climbed the stairs every evening to light the lamp. Ships far out at sea "
+         "watched for its beam and steered away from the rocks that lay hidden under the waves near the shore. "
+         "In winter the storms were long, and he kept a log of every ship that passed.")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tokenizer = zoo.load_tokenizer("stdlib-target")
+    tokenizer.chat_template = CHAT
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return tiny.build("llama", eos=True, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    docs = tmp_path_factory.mktemp("docs") / "guide.md"
+    docs.write_text("\n\n".join(f"{PROSE} Part {word} of the story." for word in ("one", "two", "three")))
+    stdlib = [stdlib_root() / name for name in ("textwrap.py", "shlex.py", "json/__init__.py")]
+    return dict(stdlib_sources=stdlib, docs=[docs])
+
+
+def test_prompt_sources_are_deterministic_mixed_and_never_read_benchmarks(sources, monkeypatch, tmp_path):
+    read = []
+    original = prompt_sources._read_text
+    monkeypatch.setattr(prompt_sources, "_read_text", lambda path: read.append(str(path)) or original(path))
+    prompts = build_prompts(40, seed=3, **sources)
+    assert prompts == build_prompts(40, seed=3, **sources)
+    assert prompts != build_prompts(40, seed=4, **sources)
+    assert {p.kind for p in prompts} == set(prompt_sources.SOURCE_KINDS)
+    assert all(p.origin and p.template for p in prompts)
+    assert all(p.self_written == (p.kind == "topic") for p in prompts)
+    assert read and not any(prompt_sources.is_banned(path) for path in read)
+    # A benchmark file is refused even when asked for by name.
+    bench = tmp_path / "spec_bench" / "question.md"
+    bench.parent.mkdir()
+    bench.write_text(PROSE)
+    assert not prompt_sources._is_prose_file(bench)
+    with pytest.raises(ValueError, match="benchmark"):
+        build_prompts(10, docs=[bench], stdlib_sources=sources["stdlib_sources"])
+    assert prompt_sources.is_banned("/work/shared/data/anything.jsonl")
+
+
+def test_prompt_mix_counts_exactly():
+    counts = prompt_sources.PromptMix().counts(7)
+    assert sum(counts.values()) == 7
+    with pytest.raises(ValueError, match="shares"):
+        prompt_sources.PromptMix(topic=-1)
+
+
+def test_greedy_rows_decode_like_generate_inside_a_sampled_batch(model, tokenizer):
+    # Prompts of different lengths (left padding) and rows that leave the batch at EOS.
+    prompts = [distill.chat_ids(tokenizer, text) for text in ("Write a haiku about tides.", "Why?")]
+    eos = tokenizer.eos_token_id
+    rows = distill.generate_rows(model, tokenizer, prompts + prompts, [True, True, False, False], 0.7, 0.95, 12, 0)
+    for prompt, row in zip(prompts, rows):
+        expected = tiny.reference(model, torch.tensor([prompt]), 12, eos_token_id=eos,
+                                  pad_token_id=tokenizer.pad_token_id)
+        assert row == (expected[: expected.index(eos) + 1] if eos in expected else expected)
+    assert rows == distill.generate_rows(model, tokenizer, prompts + prompts, [True, True, False, False],
+                                         0.7, 0.95, 12, 0)
+
+
+def test_rows_leaving_the_batch_at_eos_leave_the_others_unchanged(model, tokenizer):
+    # A bias on EOS makes the greedy replies end at different steps.
+    eos = tokenizer.eos_token_id
+    texts = ["a", "Say nothing at all.", "Why?", "Write a poem", "x y z", "def f():", "Tell me", "Hello there friend"]
+    prompts = [distill.chat_ids(tokenizer, text) for text in texts]
+    bias = torch.zeros(len(tokenizer))
+    bias[eos] = 1.3
+    model.lm_head.bias = torch.nn.Parameter(bias)
+    try:
+        rows = distill.generate_rows(model, tokenizer, prompts, [True] * len(prompts), 1.0, 1.0, 20, 0)
+        expected = [tiny.reference(model, torch.tensor([p]), 20, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+                    for p in prompts]
+    finally:
+        model.lm_head.bias = None
+    assert len({len(row) for row in rows}) > 2 and min(len(row) for row in rows) < 20
+    assert rows == [row[: row.index(eos) + 1] if eos in row else row for row in expected]
+
+
+def _config(**overrides):
+    return distill.DistillConfig(**{**dict(target="tiny", prompts=6, dtype="float32", max_new_tokens=8, batch_size=2,
+                                           question_max_new_tokens=6, seed=1), **overrides})
+
+
+def _records(path):
+    return [(r.prompt_ids.tolist(), r.response_ids.tolist(), r.meta) for r in distill.DistillDataset(path)]
+
+
+def test_interrupted_run_resumes_to_the_same_records(model, tokenizer, sources, tmp_path, monkeypatch):
+    build = lambda: build_prompts(6, 1, **sources)  # noqa: E731
+    whole = distill.run(model, tokenizer, tmp_path / "whole", _config(), build, progress=False)
+    assert not whole.interrupted and whole.manifest["records"] == 12
+    assert whole.manifest["records_by_mode"] == {"greedy": 6, "sampled": 6}
+
+    # Stop after one batch, the way Ctrl-C does: the batch in flight is finished and written.
+    write_shard = distill.write_shard
+    def write_then_signal(*args):
+        write_shard(*args)
+        os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(distill, "write_shard", write_then_signal)
+    part = distill.run(model, tokenizer, tmp_path / "part", _config(), build, progress=False)
+    assert part.interrupted and part.batches_this_run == 1 and len(distill.DistillDataset(tmp_path / "part")) == 4
+    monkeypatch.setattr(distill, "write_shard", write_shard)
+    (tmp_path / "part" / "shards" / "batch-00001.npz.tmp").write_bytes(b"half a shard")
+    distill.run(model, tokenizer, tmp_path / "part", _config(), build, max_batches=1, progress=False)
+    rest = distill.run(model, tokenizer, tmp_path / "part", _config(), build, progress=False)
+    assert rest.batches_this_run == 1 and not list((tmp_path / "part" / "shards").glob("*.tmp"))
+    assert _records(tmp_path / "part") == _records(tmp_path / "whole")
+    assert rest.manifest["tokens"] == whole.manifest["tokens"]
+
+    with pytest.raises(ValueError, match="other settings"):
+        distill.run(model, tokenizer, tmp_path / "part", _config(temperature=0.9), build, progress=False)
+
+
+def test_records_carry_provenance_and_round_trip_ids(model, tokenizer, sources, tmp_path):
+    distill.run(model, tokenizer, tmp_path, _config(prompts=3, batch_size=3), lambda: build_prompts(3, 2, **sources),
+                progress=False)
+    records = distill.DistillDataset(tmp_path)
+    for record in records:
+        meta = record.meta
+        assert {"kind", "origin", "template", "request", "mode", "dtype", "prompt_index"} <= meta.keys()
+        assert record.prompt_ids.dtype == np.uint16
+        assert record.prompt_ids.tolist() == distill.chat_ids(tokenizer, meta["request"])
+        assert 1 <= len(record.response_ids) <= 8
+        assert (meta["mode"] == "sampled") == ("temperature" in meta)
+
+    batch = {"prompt_ids": [[0, 65535], [7]], "response_ids": [[], [1, 2, 3]], "records": [{"a": 1}, {"b": 2}]}
+    distill.write_shard(tmp_path, 99, batch, 1.0)
+    prompts, responses, meta = distill.read_shard(distill.shard_path(tmp_path, 99))
+    assert [p.tolist() for p in prompts] == batch["prompt_ids"] and [r.tolist() for r in responses] == batch["response_ids"]
+    assert meta["records"] == batch["records"]
+    with pytest.raises(ValueError, match="uint16"):
+        distill.write_shard(tmp_path, 100, {**batch, "prompt_ids": [[70000], [1]]}, 1.0)
+
+
+def test_heldout_split_is_stable_and_keeps_a_prompt_on_one_side(model, tokenizer, sources, tmp_path):
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, 49152, size=rng.integers(5, 50)).astype(np.uint16) for _ in range(3000)]
+    flags = [distill.is_heldout(p) for p in prompts]
+    assert flags == [distill.is_heldout(p.copy()) for p in prompts]
+    assert 0.03 < sum(flags) / len(flags) < 0.07
+    distill.run(model, tokenizer, tmp_path, _config(prompts=4, batch_size=4), lambda: build_prompts(4, 0, **sources),
+                progress=False)
+    train, heldout = distill.DistillDataset(tmp_path, "train"), distill.DistillDataset(tmp_path, "heldout")
+    assert len(train) + len(heldout) == len(distill.DistillDataset(tmp_path))
+    train_prompts = {r.prompt_ids.tobytes() for r in train}
+    assert not train_prompts & {r.prompt_ids.tobytes() for r in heldout}
+    with pytest.raises(ValueError, match="split"):
+        distill.DistillDataset(tmp_path, "test")
+
+
+def test_teacher_hidden_states_match_an_unpadded_forward(model):
+    ids = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    states = distill.teacher_hidden_states(model, ids, layers=[1, 2], batch_size=2)
+    assert [s.shape for s in states] == [(5, 2, 64), (2, 2, 64), (3, 2, 64)]
+    with torch.no_grad():
+        single = model(torch.tensor([ids[0]]), output_hidden_states=True).hidden_states
+    torch.testing.assert_close(states[0][:, 0], single[1][0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="layers"):
+        distill.teacher_hidden_states(model, ids, layers=[3])
+
+
+def test_config_and_cli_reject_bad_values():
+    with pytest.raises(ValueError, match="top_p"):
+        _config(top_p=0)
+    with pytest.raises(ValueError, match="dtype"):
+        replace(_config(), dtype="int8")
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from specdiff.cli.main import cli
+
+    for flag, value in (("--batch-size", "0"), ("--prompts", "-3"), ("--max-new-tokens", "0")):
+        args = ["train", "data", "--out", "/nonexistent/never-written", "--prompts", "5", flag, value]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and flag in result.output, result.output
