@@ -343,7 +343,7 @@ def report_markdown(run: BenchRun, summaries: list[MethodSummary], info: dict,
         "",
         "tau = new tokens / target forwards (bonus token included; plain decoding = 1.00), over all answers. "
         f"A row whose outputs loop (distinct-bigram ratio < {LOOP_THRESHOLD}) shows `loops` instead of a speedup. "
-        f"Exact match is against {BASELINE} in {info.get('dtype', '?')}; a divergence is a near-tie when "
+        f"Exact match is against {BASELINE} in {str(info.get('dtype', '?')).removeprefix('torch.')}; a divergence is a near-tie when "
         f"{BASELINE}'s top-1 / top-2 logit gap at the first divergent token is <= {tolerance:g}.",
         "",
         *(["Per category:", "", category_table(run, tolerance), ""] if len(by_category(run)) > 1 else []),
