@@ -20,6 +20,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
+from specdiff.bench import synchronize
 from specdiff.kv import CachedLM
 from specdiff.masks import query_parents, query_positions
 from specdiff.types import ancestor_mask
@@ -33,22 +34,20 @@ def load_target(dtype: torch.dtype, device: str):
     return model.to(device).eval()
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_time(run, device: torch.device, repeats: int) -> float:
-    """Best of `repeats` wall times of `run()` (seconds), after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        started = time.perf_counter()
+def best_times(runs: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Best of `repeats` wall times (seconds) of each `runs[name]()`, interleaved round-robin so that
+    load from other processes hits every variant alike; one warm-up call each first."""
+    for run in runs.values():
         run()
-        synchronize(device)
-        times.append(time.perf_counter() - started)
-    return min(times)
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            synchronize(device)
+            started = time.perf_counter()
+            run()
+            synchronize(device)
+            times[name].append(time.perf_counter() - started)
+    return {name: min(values) for name, values in times.items()}
 
 
 def heap_parents(num_nodes: int) -> torch.Tensor:
@@ -62,27 +61,24 @@ def measure(model, prefix_len: int, rows: int, repeats: int) -> dict[str, float]
     generator = torch.Generator().manual_seed(0)
     prefix = torch.randint(3, model.config.vocab_size, (prefix_len,), generator=generator).tolist()
     block = torch.randint(3, model.config.vocab_size, (rows,), generator=generator)
-    results = {}
-    hf = CachedLM(model, tree_attention_path=False)
-    hf.forward(prefix)  # a causal forward: the same cache HF would hold
+    parents = heap_parents(rows - 1)  # row 0 is the last committed token, then rows - 1 nodes
+    positions, visible = query_positions(parents, prefix_len), ancestor_mask(query_parents(parents))
+    engines = {"hf": CachedLM(model), "tree": CachedLM(model), "additive": CachedLM(model, tree_attention_path=False)}
+    for engine in engines.values():
+        engine.forward(prefix)  # a causal forward: the cache HF's own decoding would hold
 
     def hf_plain():
         with torch.inference_mode():
-            model(input_ids=block[None].to(device), cache=hf.cache, use_cache=True)
-        hf.cache.crop(-rows)
-    results["hf"] = best_time(hf_plain, device, repeats)
-    parents = heap_parents(rows - 1)  # row 0 is the last committed token, then rows - 1 nodes
-    positions, visible = query_positions(parents, prefix_len), ancestor_mask(query_parents(parents))
-    for name, fast in (("tree", True), ("additive", False)):
-        lm = CachedLM(model, tree_attention_path=fast)
-        lm.forward(prefix)
+            model(input_ids=block[None].to(device), cache=engines["hf"].cache, use_cache=True)
+        engines["hf"].cache.crop(-rows)
 
-        def ours():
-            lm.forward(block, positions, visible)
-            lm.drop(rows)
-        results[name] = best_time(ours, device, repeats)
-        assert lm.last_path == name, f"expected the {name} path, ran {lm.last_path}"
-    return results
+    def ours(name):
+        def run():
+            engines[name].forward(block, positions, visible)
+            engines[name].drop(rows)
+            assert engines[name].last_path == name, f"expected the {name} path, ran {engines[name].last_path}"
+        return run
+    return best_times({"hf": hf_plain, "tree": ours("tree"), "additive": ours("additive")}, device, repeats)
 
 
 def main() -> None:
