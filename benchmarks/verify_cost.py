@@ -63,7 +63,7 @@ def measure(model, prefix_len: int, rows: int, repeats: int) -> dict[str, float]
     block = torch.randint(3, model.config.vocab_size, (rows,), generator=generator)
     parents = heap_parents(rows - 1)  # row 0 is the last committed token, then rows - 1 nodes
     positions, visible = query_positions(parents, prefix_len), ancestor_mask(query_parents(parents))
-    engines = {"hf": CachedLM(model), "tree": CachedLM(model), "additive": CachedLM(model, tree_attention_path=False)}
+    engines = {"hf": CachedLM(model), "tree": CachedLM(model), "additive": CachedLM(model, tree_attention_path=False, causal_chains=False)}
     for engine in engines.values():
         engine.forward(prefix)  # a causal forward: the cache HF's own decoding would hold
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from specdiff.bench import Conversation, max_prompt_tokens
 from specdiff.cli.common import (build_specdiff, decoding_config, decoding_options, generate_options, load_models,
-                                 method_option, model_options)
+                                 method_option, model_options, resolve_method)
+from specdiff.conversation import Conversation, ConversationFileError, max_prompt_tokens, read_messages
 from specdiff.metrics import GenerationStats
 
-HELP = "/stats totals so far · /reset new conversation · /exit quit · Ctrl-C stops a reply · Ctrl-D quits"
+HELP = ("/stats totals so far · /save PATH the conversation as JSON · /reset new conversation · /exit quit · "
+        "Ctrl-C stops a reply · Ctrl-D quits")
 
 
 class ChatSession:
@@ -63,7 +66,18 @@ def run_command(session: ChatSession, command: str) -> bool:
     """Handle a /command; False means quit."""
     if command in ("/exit", "/quit"):
         return False
-    if command == "/stats":
+    if command == "/save" or command.startswith("/save "):
+        target = command[len("/save"):].strip()
+        if not target:
+            click.echo("usage: /save PATH (the messages as JSON; `specdiff chat --load PATH` continues them)")
+            return True
+        try:
+            session.conversation.save(Path(target).expanduser())
+        except OSError as error:
+            click.echo(f"could not save: {error}")
+        else:
+            click.echo(f"(saved {len(session.conversation.messages)} messages to {target})")
+    elif command == "/stats":
         if session.replies:
             click.echo(f"{session.replies} replies, {len(session.conversation.token_ids)} tokens of context")
             click.echo(session.total.table())
@@ -82,7 +96,10 @@ def run_command(session: ChatSession, command: str) -> bool:
 @method_option
 @decoding_options
 @click.option("--raw", is_flag=True, help="Plain continuation even when the tokenizer has a chat template.")
-def chat_command(raw, **params):
+@click.option("--system-prompt", default=None, help="The system message that opens the conversation.")
+@click.option("--load", "load_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Continue a conversation saved with /save (JSON: {\"messages\": [{\"role\", \"content\"}]}).")
+def chat_command(raw, system_prompt, load_path, **params):
     """Chat with a model; text streams as drafted tokens are accepted.
 
     Shows tau and tokens/s after each reply. Each turn extends the conversation, so the target's KV
@@ -92,17 +109,35 @@ def chat_command(raw, **params):
     \b
     Examples:
       specdiff chat
+      specdiff chat --system-prompt "You are a terse assistant." --dtype bf16
+      specdiff chat --load saved.json
       specdiff chat --target ./my-model --drafter ./my-drafter --method ar-tree --max-new-tokens 256
     """
+    messages = None
+    if load_path is not None:
+        try:
+            messages = read_messages(load_path)
+        except ConversationFileError as error:
+            raise click.BadParameter(str(error), param_hint="--load") from None
+    resolve_method(params)
     models = load_models(params, [params["method"]])
     config = decoding_config(models.target, params)
     spec = build_specdiff(models, params)
-    conversation = Conversation(models.tokenizer, max_prompt_tokens(models.target, config.max_new_tokens),
-                                use_chat_template=not raw)
+    try:
+        conversation = Conversation(models.tokenizer, max_prompt_tokens(models.target, config.max_new_tokens),
+                                    use_chat_template=not raw, system_prompt=system_prompt)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--system-prompt") from None
+    if messages is not None:
+        conversation.load_messages(messages)
     session = ChatSession(spec, conversation, config.max_new_tokens, generate_options(models, config))
     style = "chat template" if conversation.templated else "plain continuation"
-    click.echo(f"specdiff chat · target {models.target_name} · method {params['method']}"
+    dtype = str(models.target.dtype).removeprefix("torch.")
+    exact = "token-identical to generate" if dtype == "float32" else "not token-identical: a multi-row forward rounds differently"
+    click.echo(f"specdiff chat · target {models.target_name} ({dtype}, {exact}) · method {params['method']}"
                + "".join(f" · drafter {name}" for name in models.drafter_names.values()) + f" · {style}")
+    if messages is not None:
+        click.echo(f"(continuing {len(messages)} messages from {load_path})")
     click.echo(HELP)
     while True:
         try:

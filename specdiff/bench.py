@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import torch
 from tqdm.auto import tqdm
 
 from specdiff import methods
 from specdiff.config import DecodingConfig
+from specdiff.conversation import Conversation, max_prompt_tokens  # noqa: F401 (bench.Conversation)
 from specdiff.metrics import GenerationStats
 from specdiff.zoo.corpus import heldout_prompts
 
@@ -40,17 +40,30 @@ class BenchPrompt:
 
 
 def load_prompts(path: Path | None = None, num_prompts: int | None = None, seed: int = 0,
-                 categories: tuple[str, ...] = ()) -> list[BenchPrompt]:
+                 categories: tuple[str, ...] = (), per_category: int | None = None,
+                 max_turns: int | None = None) -> list[BenchPrompt]:
     """The zoo's held-out stdlib excerpts (path None), or a Spec-Bench / MT-Bench style jsonl:
-    one `{"question_id", "category", "turns": [str, ...]}` object per line."""
-    if num_prompts is not None and num_prompts < 1:
-        raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
+    one `{"question_id", "category", "turns": [str, ...]}` object per line.
+
+    per_category: the first N questions of each category, taken in turn (category 1's first, category 2's
+    first, ..., then the seconds), so that `num_prompts` then cuts across categories; max_turns: keep
+    each question's first turns only."""
+    for name, value in (("num_prompts", num_prompts), ("per_category", per_category), ("max_turns", max_turns)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     if path is None:
         texts = heldout_prompts(num_prompts or DEFAULT_HELDOUT_PROMPTS, seed=seed)
         return [BenchPrompt(i, "stdlib-heldout", (text,)) for i, text in enumerate(texts)]
     prompts = [p for p in _read_jsonl(Path(path)) if not categories or p.category in categories]
     if not prompts:
         raise PromptFileError(f"{path}: no prompts" + (f" in categories {', '.join(categories)}" if categories else ""))
+    if per_category is not None:
+        by_category: dict[str, list[BenchPrompt]] = {}
+        for prompt in prompts:
+            by_category.setdefault(prompt.category, []).append(prompt)
+        prompts = [group[rank] for rank in range(per_category) for group in by_category.values() if rank < len(group)]
+    if max_turns is not None:
+        prompts = [BenchPrompt(p.question_id, p.category, p.turns[:max_turns]) for p in prompts]
     return prompts[:num_prompts]
 
 
@@ -71,64 +84,6 @@ def _read_jsonl(path: Path) -> list[BenchPrompt]:
     return prompts
 
 
-# --- conversations -------------------------------------------------------------------------------
-
-class Conversation:
-    """A multi-turn exchange kept as one running token list, so each turn's ids extend the previous
-    ones and `HFVerifier.prefill` reuses the target's KV cache. Uses the tokenizer's chat template
-    when it has one, plain continuation (turns appended to the text) otherwise."""
-
-    def __init__(self, tokenizer, max_prompt_tokens: int | None = None, use_chat_template: bool = True):
-        self.tokenizer = tokenizer
-        self.max_prompt_tokens = max_prompt_tokens  # older tokens are dropped beyond this
-        self.templated = use_chat_template and bool(getattr(tokenizer, "chat_template", None))
-        self.reset()
-
-    def reset(self) -> None:
-        self.messages: list[dict] = []
-        self.token_ids: list[int] = []
-        self.dropped_tokens = 0  # by the last prompt_ids(), to fit max_prompt_tokens
-
-    def prompt_ids(self, text: str) -> list[int]:
-        """The ids to generate the reply to `text` from."""
-        self.messages.append({"role": "user", "content": text})
-        if self.templated:
-            rendered = self.tokenizer.apply_chat_template(self.messages, tokenize=False, add_generation_prompt=True)
-            so_far = self._decode(self.token_ids)
-            if self.token_ids and rendered.startswith(so_far):
-                ids = self.token_ids + self._encode(rendered[len(so_far):])
-            else:  # the template re-renders history differently: start over (no cache reuse)
-                ids = self._encode(rendered)
-        elif self.token_ids:
-            separator = "" if self._decode(self.token_ids).endswith("\n") else "\n"
-            ids = self.token_ids + self._encode(separator + text)
-        else:
-            ids = self.tokenizer(text)["input_ids"]
-        self.dropped_tokens = 0
-        if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
-            self.dropped_tokens = len(ids) - self.max_prompt_tokens
-            ids = ids[-self.max_prompt_tokens:]
-        return ids
-
-    def add_reply(self, prompt_ids: list[int], new_ids: list[int]) -> str:
-        """Record the reply generated from `prompt_ids`; returns its text."""
-        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        self.token_ids = list(prompt_ids) + list(new_ids)
-        self.messages.append({"role": "assistant", "content": text})
-        return text
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-
-def max_prompt_tokens(model, max_new_tokens: int) -> int | None:
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    return None if limit is None else max(1, limit - max_new_tokens)
-
-
 # --- runners -------------------------------------------------------------------------------------
 
 @dataclass
@@ -138,6 +93,9 @@ class TurnOutput:
     target_forwards: int  # forwards that produced tokens (SpecDiff's prefill is not one)
     stats: GenerationStats | None = None  # SpecDiff methods only
     text: str = ""
+    # Greedy reference runs: the top-1 minus top-2 processed logit at each step, for the tie diagnostic
+    # of any method that diverges from this answer (bench_report.first_divergence).
+    top2_gaps: list[float] | None = None
 
 
 class Runner(Protocol):
@@ -196,13 +154,22 @@ class HFRunner:
     lookup: dict = field(default_factory=dict)  # prompt_lookup_num_tokens, max_matching_ngram_size
     reference: str = BASELINE  # whose outputs and speed this runner is compared with
 
+    @property
+    def records_gaps(self) -> bool:
+        """Plain greedy `generate` keeps each step's scores: the reference of the tie diagnostic."""
+        return self.config.greedy and self.assistant is None and not self.lookup
+
     def run(self, prompt_ids: list[int]) -> TurnOutput:
+        import torch
+
         device = self.model.get_output_embeddings().weight.device
         ids = torch.tensor([prompt_ids], device=device)  # [1, T]
         pad = self.model.generation_config.pad_token_id
         options = hf_generate_options(self.config, pad if pad is not None else (self.config.eos_token_ids or (0,))[0])
         if self.assistant is not None:
             options["assistant_model"] = self.assistant
+        if self.records_gaps:
+            options.update(output_scores=True, return_dict_in_generate=True)
         with count_forwards(self.model) as forwards, self._assisted():
             if self.config.seed is not None:
                 torch.manual_seed(self.config.seed)
@@ -211,7 +178,12 @@ class HFRunner:
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **options, **self.lookup)
             synchronize(device)
             wall_time = time.perf_counter() - started
-        return TurnOutput(out[0, len(prompt_ids):].tolist(), wall_time, forwards[0])
+        sequences = out.sequences if self.records_gaps else out
+        gaps = None
+        if self.records_gaps:
+            top2 = torch.stack(out.scores)[:, 0].float().topk(2, dim=-1).values  # [new tokens, 2]
+            gaps = (top2[:, 0] - top2[:, 1]).tolist()
+        return TurnOutput(sequences[0, len(prompt_ids):].tolist(), wall_time, forwards[0], top2_gaps=gaps)
 
     def _assisted(self):
         if self.assistant is None:
@@ -239,8 +211,10 @@ class SpecDiffRunner:
         return TurnOutput(result.token_ids, wall_time, result.stats.target_forwards, result.stats)
 
 
-def synchronize(device: torch.device) -> None:
+def synchronize(device) -> None:
     """Wait for the device's queued work, so a wall-clock time covers it (CUDA runs asynchronously)."""
+    import torch
+
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -249,14 +223,16 @@ def runner_names() -> list[str]:
     return [*HF_BASELINES, *methods.names()]
 
 
-def default_runner_names(drafter_given: bool) -> list[str]:
+def default_runner_names(drafter_given: bool, target: str | None = None) -> list[str]:
     """What `specdiff bench` runs when no method is named: every runner it can load a drafter for.
     With one `--drafter` (a causal LM) that excludes methods that load their own kind (heads) and
-    those whose search needs the zoo tokenizer (the shipped corpus n-gram);
-    without, it excludes methods whose zoo drafter is not shipped."""
+    those whose search needs the zoo tokenizer (the shipped corpus n-gram); without, it excludes
+    methods whose zoo drafter is not shipped, or not trained for `target` (the shipped drafters are
+    the stdlib target's; None: the stdlib target)."""
     from specdiff import zoo
 
-    shipped = set(zoo.available())
+    shipped = set(zoo.shipped())
+    for_target = target is None or target in shipped
 
     def usable(name: str) -> bool:
         drafter = default_drafter(name)
@@ -266,7 +242,7 @@ def default_runner_names(drafter_given: bool) -> list[str]:
             method = methods.get("ar" if name in HF_BASELINES else name)
             return not (hasattr(method, "load_drafter") or getattr(method, "needs_zoo_tokenizer", False)
                         or getattr(method, "own_model", False))
-        return drafter in shipped
+        return for_target and drafter in shipped
 
     return [name for name in runner_names() if usable(name)]
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
-from specdiff.sampling import SamplingSettings
+if TYPE_CHECKING:  # the CLI imports this module before torch is needed
+    from specdiff.sampling import SamplingSettings
 
 # What transformers' `generate` samples with when neither the call nor the model's generation_config
 # sets a value (GenerationConfig._get_default_generation_params in transformers 5).
@@ -46,6 +48,8 @@ class DecodingConfig:
     @property
     def sampling(self) -> SamplingSettings | None:
         """The warp for target and drafter; None when greedy."""
+        from specdiff.sampling import SamplingSettings
+
         return None if self.greedy else SamplingSettings(self.temperature, self.top_k, self.top_p)
 
     @classmethod

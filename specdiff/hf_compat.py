@@ -34,6 +34,20 @@ class UnsupportedModelError(ValueError):
     pass
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bars from transformers inside the block (they print on every load)."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
 def check_supported(model) -> None:
     model_type = getattr(model.config, "model_type", "")
     if model_type in _REFUSED_MODEL_TYPES:
@@ -81,6 +95,11 @@ def layer_groups(cache: DynamicCache) -> list[LayerGroup]:
         else:
             groups.setdefault("full_attention", LayerGroup("full_attention", None, index))
     return list(groups.values())
+
+
+def full_attention_only(cache: DynamicCache) -> bool:
+    """True when no layer slides: the model's own causal mask then covers a chain over the cache."""
+    return all(not getattr(layer, "is_sliding", False) for layer in cache.layers)
 
 
 def visible_cache_rows(cache: DynamicCache, group: LayerGroup) -> int:

@@ -9,11 +9,12 @@ The verifier and every cached drafter drive their model through this class:
   own), those marked True;
 - `compact(keep)` makes pending rows `keep` committed and drops the others; `drop(n)` drops rows.
 
-Two attention paths. The tree path (`specdiff.tree_attention`) leaves the committed rows unmasked
-and masks only the [Q, R] block. The additive path gives transformers a float mask over every visible
-key; it is the fallback where the tree path does not apply: sliding windows that cut the context,
-logit soft-capping, models whose attention bypasses transformers' `AttentionInterface`.
-`last_path` and `path_counts` say which one ran.
+Three attention paths. The tree path (`specdiff.tree_attention`) leaves the committed rows unmasked
+and masks only the [Q, R] block. Where it does not apply (sliding windows that cut the context,
+logit soft-capping, models whose attention bypasses transformers' `AttentionInterface`), a chain over
+full-attention layers takes the model's own causal mask, as `generate` does (the causal path), and
+anything else gets a float mask over every visible key (the additive path). `last_path` and
+`path_counts` say which one ran.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ class ForwardOutput:
 class CachedLM:
     """An unmodified Hugging Face causal LM with a prefix KV cache of `ids` and pending rows after it."""
 
-    def __init__(self, model, tree_attention_path: bool = True):
+    def __init__(self, model, tree_attention_path: bool = True, causal_chains: bool = True):
         hf_compat.check_supported(model)
         self.model = model
         self.tree_attention_path = tree_attention_path and hf_compat.tree_attention_supported(model)
+        self.causal_chains = causal_chains
         self.forward_count = 0
         self.path_counts: Counter[str] = Counter()
         self.last_path: str | None = None
@@ -181,6 +183,9 @@ class CachedLM:
         if self.tree_attention_path and all(self._window_covers(group, positions) for group in groups):
             block = additive_mask(visible.to(self.device), self.dtype, self.device)  # [1, 1, Q, R]
             return hf_compat.pack_masks({group.name: block for group in groups}), TREE_PATH
+        if (self.causal_chains and self._causal_continuation(positions, visible)
+                and hf_compat.full_attention_only(self.cache)):
+            return None, CAUSAL_PATH  # a chain over full attention: the model's own causal mask, as `generate`
         key_positions = torch.cat([self._pending_positions, positions.cpu()])
         return hf_compat.pack_masks({
             group.name: additive_mask(
@@ -189,6 +194,12 @@ class CachedLM:
                 self.dtype, self.device)
             for group in groups
         }), ADDITIVE_PATH
+
+    def _causal_continuation(self, positions: torch.Tensor, visible: torch.Tensor) -> bool:
+        """Rows that follow the committed ones in order, each seeing all before it (a chain)."""
+        Q = len(positions)
+        return (not self.pending and torch.equal(positions.cpu(), torch.arange(len(self.ids), len(self.ids) + Q))
+                and torch.equal(visible.cpu(), torch.ones(Q, Q, dtype=torch.bool).tril()))
 
     def _window_covers(self, group: hf_compat.LayerGroup, positions: torch.Tensor) -> bool:
         """A sliding window that shows every cached row and reaches back to position 0 masks nothing."""

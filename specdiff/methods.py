@@ -20,15 +20,17 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from specdiff.api import SpecDiff
 from specdiff.config import DecodingConfig
-from specdiff.drafters import (AutoregressiveDrafter, DiffusionDrafter, HeadsDrafter, MedusaHeads, PromptLookupDrafter,
-                               TiDARDrafter)
-from specdiff.ngram import NGramModel, OnlineNGram
-from specdiff.policies import AdaptiveDraftLength, DraftLengthPolicy, FixedDraftLength
-from specdiff.trees import CausalConsistencySearch, Chain, OptTree, StaticTree, TreeBuilder
+
+# The registry is read by the CLI before any model loads (--help, argument checks): the parts a
+# method builds from are imported when it builds, so listing methods does not import torch.
+if TYPE_CHECKING:
+    from specdiff.api import SpecDiff
+    from specdiff.drafters import MedusaHeads
+    from specdiff.policies import DraftLengthPolicy
+    from specdiff.trees import TreeBuilder
 
 
 class UnknownMethodError(ValueError):
@@ -84,6 +86,10 @@ class AutoregressiveMethod:
         return options.draft_length or self.k
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        from specdiff.drafters import AutoregressiveDrafter
+        from specdiff.policies import FixedDraftLength
+        from specdiff.trees import Chain, OptTree
+
         depth = self.draft_length(options)
         drafter = AutoregressiveDrafter(drafter_model, k=depth, top_k=self.top_k)
         tree = Chain() if self.node_budget is None else OptTree(node_budget=self.node_budget, max_depth=depth)
@@ -99,9 +105,14 @@ class PromptLookupMethod:
     ngram: int = 3
     k: int = 10
     max_branches: int = 4
+    # Back off to 2-grams, not to single tokens: on SmolLM2 (fp32, CPU) a 1-gram match is rarely right and
+    # still costs 10 more verify rows; min_ngram 2 ran 1.3x faster than 1 on Spec-Bench (BENCHMARKS.md).
+    min_ngram: int = 2
     default_drafter: str | None = None
 
     def __post_init__(self):
+        if not 1 <= self.min_ngram <= self.ngram:
+            raise ValueError(f"need 1 <= min_ngram <= ngram, got min_ngram={self.min_ngram}, ngram={self.ngram}")
         if min(self.ngram, self.k, self.max_branches) < 1:
             raise ValueError(f"ngram, k and max_branches must be >= 1, got ngram={self.ngram}, k={self.k}, "
                              f"max_branches={self.max_branches}")
@@ -110,8 +121,13 @@ class PromptLookupMethod:
         return options.draft_length or self.k
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        from specdiff.drafters import PromptLookupDrafter
+        from specdiff.policies import FixedDraftLength
+        from specdiff.trees import Chain
+
         depth = self.draft_length(options)
-        drafter = PromptLookupDrafter(ngram=self.ngram, k=depth, max_branches=self.max_branches)
+        drafter = PromptLookupDrafter(ngram=self.ngram, k=depth, max_branches=self.max_branches,
+                                      min_ngram=self.min_ngram)
         return MethodParts(drafter, Chain(), FixedDraftLength(depth))
 
 
@@ -141,6 +157,8 @@ class DiffusionMethod:
         return self.search != "chain" and self.proxy == "corpus"
 
     def _proxy(self, tokenizer, vocab_size: int):
+        from specdiff.ngram import NGramModel, OnlineNGram
+
         if self.proxy == "none":
             return None
         if self.proxy == "online":
@@ -158,6 +176,10 @@ class DiffusionMethod:
         return ngram
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        from specdiff.drafters import DiffusionDrafter
+        from specdiff.policies import AdaptiveDraftLength, FixedDraftLength
+        from specdiff.trees import CausalConsistencySearch, Chain, OptTree
+
         eos = DecodingConfig.from_model(target).eos_token_ids
         if self.adaptive:
             policy = AdaptiveDraftLength(k_min=max(1, self.k // 2), k_max=options.draft_length or self.k,
@@ -203,6 +225,7 @@ class HeadsMethod:
     def load_drafter(spec: str, dtype, device) -> MedusaHeads:
         """Heads from a directory, or a zoo name (FileNotFoundError / ValueError name the fix)."""
         from specdiff import zoo
+        from specdiff.drafters import MedusaHeads
 
         path = Path(spec).expanduser()
         if not path.exists() and "/" not in spec:
@@ -210,6 +233,10 @@ class HeadsMethod:
         return MedusaHeads.from_pretrained(path, dtype=dtype, device=device)
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        from specdiff.drafters import HeadsDrafter
+        from specdiff.policies import FixedDraftLength
+        from specdiff.trees import Chain, OptTree, StaticTree
+
         drafter = HeadsDrafter(drafter_model, target, top_k=self.top_k)
         depth = min(options.draft_length or drafter.k, drafter.k)
         if self.search == "opt-tree":
@@ -242,6 +269,10 @@ class TiDARMethod:
             raise ValueError(f"search must be 'chain' or 'opt-tree', got {self.search!r}")
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        from specdiff.drafters import TiDARDrafter
+        from specdiff.policies import FixedDraftLength
+        from specdiff.trees import Chain, OptTree
+
         block_size = options.draft_length + 1 if options.draft_length is not None else self.block_size
         drafter = TiDARDrafter(drafter_model, block_size=block_size, tokenizer=tokenizer, max_blocks=self.max_blocks)
         if self.search == "opt-tree":
@@ -278,6 +309,8 @@ def needs_drafter(name: str) -> bool:
 
 def build(name: str, target, tokenizer, drafter_model=None, options: MethodOptions = MethodOptions()) -> SpecDiff:
     """A ready `SpecDiff` for the named method."""
+    from specdiff.api import SpecDiff
+
     method = get(name)
     if method.default_drafter is not None and drafter_model is None:
         raise ValueError(f"method {name!r} needs a drafter model; pass one (CLI: --drafter PATH)")
@@ -289,6 +322,8 @@ def generate_options(model, config: DecodingConfig) -> dict:
     """The keyword arguments that make `SpecDiff.generate` decode with `config`: only the settings
     that differ from the model's own defaults, which `generate` reads itself (so options a
     SpecDiff version does not know yet are never passed unless asked for)."""
+    from specdiff.api import SpecDiff
+
     defaults = DecodingConfig.from_model(model).as_dict()
     wanted = {f.name: getattr(config, f.name) for f in fields(config)
               if f.name not in ("max_new_tokens", "eos_token_ids") and getattr(config, f.name) != defaults[f.name]}
@@ -324,4 +359,7 @@ register(TiDARMethod("tidar-opt-tree", "TiDAR model, OPT-Tree of 8 nodes over it
                      "per node", search="opt-tree", node_budget=8, max_depth=4))
 register(TiDARMethod("tidar-lean", "TiDAR model, blocks of 4, pre-drafted only for 0 or 1 accepted drafts "
                      "(12 query rows instead of 20: for hardware where every row costs)", block_size=4, max_blocks=2))
-register(PromptLookupMethod("lookup", "prompt lookup: n-gram matches in the context (3-gram, 10 deep, 4 branches)"))
+register(PromptLookupMethod("lookup", "prompt lookup: 3- or 2-gram matches in the context as a trie (10 deep, "
+                            "4 branches)"))
+register(PromptLookupMethod("lookup-chain", "prompt lookup, the most recent 3- or 2-gram match only: a chain "
+                            "(10 deep), as HF's prompt lookup drafts", max_branches=1))

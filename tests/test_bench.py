@@ -192,7 +192,8 @@ def test_summarize_hand_built_run():
     assert ar.mean_accepted == pytest.approx(14 / 10) and ar.max_accepted == 3
     assert ar.distinct_bigrams == pytest.approx((1.0 + 2 / 5) / 2)
     table = bench_report.markdown_table([baseline, ar])
-    assert "| ar | 2.40 | 1.40 (3) | 10.00 [8.00–12.00] | 2.33x [2.00–2.67] | 50% | 0.70 |" in table
+    assert ("| ar | 2.40 | 1.40 (3) | 10.00 [8.00–12.00] | 2.33x [2.00–2.67] | 50% (1 with no gap: no scores "
+            "recorded) | 0.70 |") in table
     looping = bench_report.summarize(bench.BenchRun(prompts[1:], config, bench.BenchSettings(repeats=1),
                                              {"hf-generate": [[[_answer(loop, 1.0, 6)]]]}))
     assert looping[0].loops and "| loops |" in bench_report.markdown_table(looping)
@@ -258,3 +259,50 @@ def test_own_model_method_is_compared_with_its_own_generate(loaded):
     table = bench_report.markdown_table(list(summaries.values()))
     assert "(vs hf-generate[tidar])" in table and "decode their own model" in table
     assert "tidar" not in bench.default_runner_names(drafter_given=True)
+
+
+def test_tie_diagnostic_and_categories_on_a_hand_built_run():
+    """A divergence where the reference's top-2 gap was tiny is a near-tie; a wide gap is flagged; a
+    reply that runs past the reference's end has no gap. Per-category summaries cut the same run."""
+    config = DecodingConfig(max_new_tokens=4)
+    prompts = [bench.BenchPrompt(1, "qa", ("p",)), bench.BenchPrompt(2, "qa", ("q",)),
+               bench.BenchPrompt(3, "rag", ("r",))]
+    reference = [bench.TurnOutput([1, 2, 3, 4], 1.0, 4, top2_gaps=[5.0, 1e-4, 5.0, 5.0]),
+                 bench.TurnOutput([1, 2, 3, 4], 1.0, 4, top2_gaps=[5.0, 5.0, 2.5, 5.0]),
+                 bench.TurnOutput([1, 2], 1.0, 2, top2_gaps=[5.0, 5.0])]
+    method = [_answer([1, 9, 9, 9], 0.5, 2, [1, 1]), _answer([1, 2, 9, 9], 0.5, 2, [2, 0]),
+              _answer([1, 2, 3], 0.5, 2, [1, 0])]
+    run = bench.BenchRun(prompts, config, bench.BenchSettings(repeats=1),
+                         {"hf-generate": [[[r] for r in reference]], "lookup": [[[m] for m in method]]})
+    _, lookup = bench_report.summarize(run, tie_tolerance=1e-3)
+    assert [(d.answer, d.token, d.near_tie) for d in lookup.divergences] == [(0, 1, True), (1, 2, False), (2, 2, False)]
+    assert lookup.divergences[2].unknown == "reference stopped"
+    assert lookup.exact_cell() == "0% (1 near-tie; 1 NOT a tie: gap 2.5; 1 with no gap: reference stopped)"
+    categories = bench_report.by_category(run)
+    assert list(categories) == ["qa", "rag"] and len(categories["qa"].prompts) == 2
+    table = bench_report.category_table(run, 1e-3)
+    assert "| rag | lookup |" in table and "| qa | hf-generate | 1.00 |" in table
+
+
+def test_per_category_and_max_turns(tmp_path):
+    questions = write_questions(tmp_path / "question.jsonl", [
+        {"question_id": i, "category": c, "turns": ["a", "b"]} for i, c in enumerate("xxxyyz")])
+    prompts = bench.load_prompts(questions, per_category=2, max_turns=1)
+    assert [p.question_id for p in prompts] == [0, 3, 5, 1, 4]  # round robin over x, y, z
+    assert all(p.turns == ("a",) for p in prompts)
+    assert [p.question_id for p in bench.load_prompts(questions, num_prompts=2, per_category=2)] == [0, 3]
+    with pytest.raises(ValueError, match="per_category"):
+        bench.load_prompts(questions, per_category=0)
+
+
+def test_greedy_reference_records_top2_gaps(loaded):
+    target, tokenizer, _ = loaded
+    config = DecodingConfig.from_model(target, max_new_tokens=5)
+    runner = bench.HFRunner("hf-generate", target, config)
+    ids = tokenizer("def add(a, b):")["input_ids"]
+    output = runner.run(ids)
+    x = torch.tensor([ids + output.token_ids[:2]])
+    logits = target(x).logits[0, len(ids) + 1]  # the scores that chose the third new token
+    top2 = logits.topk(2).values
+    assert len(output.top2_gaps) == len(output.token_ids)
+    assert output.top2_gaps[2] == pytest.approx((top2[0] - top2[1]).item(), abs=1e-4)

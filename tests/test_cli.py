@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from specdiff import zoo
 from specdiff.api import SpecDiff
 from specdiff.cli.main import cli
 from specdiff.zoo.corpus import stdlib_root
-from specdiff.zoo.tokenizer import train_tokenizer
+from specdiff.training.tokenizer import train_tokenizer
 
 PROMPT = "def bisect_left(a, x, lo=0, hi=None):\n"
 
@@ -116,7 +117,7 @@ def test_missing_model_path(tiny_models, tmp_path):
 
 def test_zoo_default_not_shipped(tiny_models, monkeypatch, tmp_path):
     monkeypatch.setattr(zoo, "SHIPPED_DIR", tmp_path)
-    result = invoke("generate", PROMPT)
+    result = invoke("generate", PROMPT, "--target", "stdlib-target", "--raw")
     assert_clean_failure(result, "stdlib-target", "--target")
     target, _ = tiny_models
     result = invoke("generate", PROMPT, "--target", target, "--method", "ar")  # the method's default drafter
@@ -138,10 +139,35 @@ def test_unknown_method(tiny_models):
     assert_clean_failure(result, "no-such-method", "hf-assisted")
 
 
-def test_bad_decoding_value(tiny_models):
-    target, _ = tiny_models
-    result = invoke("generate", PROMPT, "--target", target, "--method", "lookup", "--max-new-tokens", 0)
-    assert_clean_failure(result, "max_new_tokens must be >= 1")
+@pytest.mark.parametrize("flag, value", [("--max-new-tokens", 0), ("--temperature", -1), ("--top-p", 1.5),
+                                         ("--top-k", -2), ("--repetition-penalty", 0)])
+def test_bad_decoding_value_names_the_flag_before_loading(flag, value, monkeypatch):
+    from specdiff.cli import generate
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a bad flag must be refused before any model loads")
+
+    monkeypatch.setattr(generate, "load_models", no_loading)
+    result = invoke("generate", PROMPT, flag, value)
+    assert_clean_failure(result, flag)
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n\t "])
+def test_empty_or_blank_prompt_is_refused(prompt):
+    assert_clean_failure(invoke("generate", prompt), "the prompt is empty")
+
+
+def test_help_and_argument_errors_do_not_import_torch():
+    """`specdiff --help` and a bad flag answer before torch and transformers are imported."""
+    import subprocess
+
+    code = ("import sys; from specdiff.cli.main import cli\n"
+            "for args in (['--help'], ['generate', '--help'], ['bench', '--help'], ['chat', '--help'],"
+            " ['generate', '--top-p', '1.5', 'hi']):\n"
+            "    try:\n        cli.main(args, standalone_mode=False)\n    except Exception:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
 
 
 def test_sampling_options_are_passed_only_when_supported(tiny_models):

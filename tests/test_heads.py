@@ -383,7 +383,7 @@ def test_self_distillation_recipe_runs_end_to_end(tiny_models, few_corpus_files,
     from dataclasses import replace
 
     from specdiff.training.heads import run_heads_recipe
-    from specdiff.zoo.recipes import RECIPES
+    from specdiff.training.recipes import RECIPES
 
     target_dir, _ = tiny_models
     config = TrainConfig(steps=2, batch_size=4, seq_len=16, warmup_steps=0, eval_every=2, eval_batches=1, save_every=2)

@@ -9,7 +9,7 @@ import torch
 import tiny
 from specdiff import SpecDiff
 from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
-from specdiff.kv import ADDITIVE_PATH, TREE_PATH, CachedLM
+from specdiff.kv import ADDITIVE_PATH, CAUSAL_PATH, TREE_PATH, CachedLM
 from specdiff.masks import query_parents, query_positions
 from specdiff.types import DraftTree, ancestor_mask
 
@@ -21,7 +21,8 @@ FAST_ARCHS = ["llama", "qwen2", "qwen3", "mistral", "phi3", "phi", "gemma", "gem
 
 
 def tree_logits(model, tree: DraftTree, fast: bool, prefix: list[int]) -> tuple[torch.Tensor, str]:
-    lm = CachedLM(model, tree_attention_path=fast)
+    """fast: the engine's choice of path; else the additive path, the reference."""
+    lm = CachedLM(model, tree_attention_path=fast, causal_chains=fast)
     lm.forward(prefix)
     ids = torch.cat([torch.tensor([3]), tree.tokens])
     out = lm.forward(ids, query_positions(tree.parents, len(prefix)), ancestor_mask(query_parents(tree.parents)))
@@ -47,7 +48,7 @@ def test_tree_path_with_pending_rows(model_type):
     prefix = tiny.repetitive_prompt(9)[0].tolist()
     outputs = []
     for fast in (True, False):
-        lm = CachedLM(model, tree_attention_path=fast)
+        lm = CachedLM(model, tree_attention_path=fast, causal_chains=fast)
         lm.forward(prefix)
         first = lm.forward([7, 8], torch.tensor([9, 9]), torch.eye(2, dtype=torch.bool))
         visible = torch.tensor([[True, False, True, False], [False, True, False, True]])  # child of 7, child of 8
@@ -64,7 +65,10 @@ def test_fallbacks_say_which_path_ran():
     softcapped = tiny.build("gemma2", "eager")  # attention logit soft-capping
     assert tree_logits(softcapped, CHAIN, True, prefix)[1] == ADDITIVE_PATH
     falcon = tiny.build("falcon")  # attention that does not go through transformers' AttentionInterface
-    assert tree_logits(falcon, CHAIN, True, prefix)[1] == ADDITIVE_PATH
+    assert tree_logits(falcon, BRANCHING, True, prefix)[1] == ADDITIVE_PATH
+    chain, path = tree_logits(falcon, CHAIN, True, prefix)  # a chain: the model's own causal mask
+    assert path == CAUSAL_PATH
+    torch.testing.assert_close(chain, tree_logits(falcon, CHAIN, False, prefix)[0], atol=1e-5, rtol=0)
 
 
 def test_sync_compact_drop_keep_the_ids_in_step():
@@ -92,7 +96,7 @@ def test_greedy_equals_generate_on_both_paths():
     spec = SpecDiff(model, AutoregressiveDrafter(tiny.build("llama", seed=1), k=3, top_k=2))
     spec.verifier.lm.tree_attention_path = False
     assert spec.generate(prompt, max_new_tokens=24).token_ids == expected
-    assert spec.verifier.lm.path_counts[TREE_PATH] == 0
+    assert spec.verifier.lm.path_counts[TREE_PATH] == 0 and spec.verifier.lm.path_counts[ADDITIVE_PATH] > 0
 
 
 # --- one engine, used everywhere ---------------------------------------------------------------------

@@ -238,6 +238,7 @@ def test_cli_generate_with_the_zoo_tidar_model():
 
     from specdiff.cli.main import cli
 
-    result = CliRunner().invoke(cli, ["generate", "--method", "tidar-lean", "--max-new-tokens", "8", "import os\n"])
+    args = ["generate", "--target", "stdlib-target", "--method", "tidar-lean", "--max-new-tokens", "8", "import os\n"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "decodes its own model zoo:stdlib-tidar" in result.output and "tau" in result.output

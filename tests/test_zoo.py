@@ -29,12 +29,13 @@ def test_loads_offline_with_from_pretrained(monkeypatch):
     tokenizer = AutoTokenizer.from_pretrained(path)
     assert model.config.vocab_size == len(tokenizer) <= 8192
     assert tokenizer.mask_token and tokenizer.eos_token and tokenizer.pad_token
-    assert set(zoo.available()) >= {"stdlib-target", "stdlib-ar-drafter"}
+    assert set(zoo.shipped()) >= {"stdlib-target", "stdlib-ar-drafter"}
+    assert set(zoo.available()) == set(zoo.shipped()) | {"smollm2-135m-instruct"}
 
 
 def test_shipped_size_budget():
     # target 14 MB + TiDAR model 14 MB (a second full model) + drafters, heads and the 3-gram: ~45 MB
-    total = sum(f.stat().st_size for name in zoo.available() for f in zoo.path(name).iterdir())
+    total = sum(f.stat().st_size for name in zoo.shipped() for f in zoo.path(name).iterdir())
     total += zoo.ngram_path().stat().st_size
     assert total < 48 * 2**20
 

@@ -43,8 +43,8 @@ class VerifyOutput:
 
 
 class HFVerifier:
-    def __init__(self, model, hidden_layers: tuple[int, ...] = (), tree_attention_path: bool = True):
-        self.lm = CachedLM(model, tree_attention_path)
+    def __init__(self, model, hidden_layers: tuple[int, ...] = ()):
+        self.lm = CachedLM(model)
         self.model = model
         self.hidden_layers = tuple(hidden_layers)
         self.committed: list[int] = []  # the cache holds committed[:-1]

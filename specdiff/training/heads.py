@@ -24,7 +24,7 @@ from specdiff import hf_compat
 from specdiff.drafters.heads import MedusaHeads
 from specdiff.training.data import WindowSampler, encode_files
 from specdiff.training.diffusion import RowSampler, greedy_continuations
-from specdiff.training.loop import TrainConfig, TrainResult, train
+from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
 
 IGNORE = -100  # cross_entropy's ignore_index
 HELDOUT_SEED = 12345
@@ -188,12 +188,11 @@ def run_heads_recipe(recipe: HeadsRecipe, work_dir: Path, steps: int | None, out
     """Train the recipe's heads in `work_dir/<name>` (resuming), then export them to `out_root/<name>`."""
     from accelerate import PartialState
 
-    from specdiff.zoo.recipes import _with_steps
 
     torch.manual_seed(recipe.train.seed)
     target, tokenizer = load_target(recipe.target)
     target.to(PartialState().device)
-    config = recipe.train if steps is None else _with_steps(recipe.train, steps)
+    config = recipe.train if steps is None else with_steps(recipe.train, steps)
     run_dir = work_dir / recipe.name
     sample, eval_batches, label_start, ignore = _data(recipe, target, tokenizer, run_dir, config)
     heads = MedusaHeads.for_target(target, recipe.num_heads, recipe.num_layers, recipe.conditioned, recipe.target)

@@ -163,3 +163,11 @@ def train(
         train_seconds=state["train_seconds"],
         interrupted=interrupted,
     )
+
+
+def with_steps(config: TrainConfig, steps: int) -> TrainConfig:
+    """`config` shortened (or lengthened) to `steps`, warm-up and intervals kept within it."""
+    values = asdict(config)
+    values.update(steps=steps, warmup_steps=min(config.warmup_steps, steps - 1),
+                  eval_every=min(config.eval_every, steps), save_every=min(config.save_every, steps))
+    return TrainConfig(**values)

@@ -1,33 +1,55 @@
-"""The embedded default models (DESIGN.md §6): trained here on the Python stdlib, shipped inside the
-package, loadable offline."""
+"""The embedded default models (DESIGN.md §6).
+
+Two kinds, one namespace:
+- packaged: pretrained models from a wheel on the package index (`smollm2-135m-instruct`, the default
+  target), converted once into the user cache (`specdiff.zoo.packaged`);
+- shipped: the stdlib zoo, trained here and shipped inside this package (the test bed and TiDAR demo).
+
+This module imports neither torch nor transformers until a model is loaded, so the CLI starts fast.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
-
-from specdiff.zoo.corpus import distinct_bigram_ratio, heldout_prompts
+from specdiff.zoo.corpus import distinct_bigram_ratio, heldout_prompts  # stdlib only: cheap to import
+from specdiff.zoo.packaged import PACKAGED, ModelNotInstalledError, PackagedModel
 
 SHIPPED_DIR = Path(__file__).parent / "models"
+DEFAULT_TARGET = "smollm2-135m-instruct"
+STDLIB_TARGET = "stdlib-target"
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16"}
 
-__all__ = ["load", "path", "available", "card", "heldout_prompts", "distinct_bigram_ratio"]
+__all__ = ["load", "path", "available", "shipped", "card", "default_dtype", "heldout_prompts",
+           "distinct_bigram_ratio", "ModelNotInstalledError", "PACKAGED", "DEFAULT_TARGET"]
 
 
-def available() -> list[str]:
+def shipped() -> list[str]:
+    """Models inside this package (the stdlib zoo)."""
     if not SHIPPED_DIR.exists():
         return []
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").exists())
 
 
-def path(name: str) -> Path:
-    """Directory of a shipped model; loadable with `from_pretrained`."""
+def available() -> list[str]:
+    """Every zoo name: the packaged models (installed or not), then the shipped ones."""
+    return [*PACKAGED, *shipped()]
+
+
+def path(name: str, progress: bool = True) -> Path:
+    """Directory of a zoo model, loadable with `from_pretrained`. A packaged model is converted into
+    the user cache on first use (progress on stderr); ModelNotInstalledError names the install command."""
+    if name in PACKAGED:
+        from specdiff.zoo.packaged import ensure_converted
+
+        return ensure_converted(PACKAGED[name], progress)
     model_dir = SHIPPED_DIR / name
     if not (model_dir / "config.json").exists():
-        shipped = ", ".join(available()) or "none"
         raise FileNotFoundError(
-            f"zoo model {name!r} is not shipped (available: {shipped}); `specdiff zoo build` makes them"
+            f"zoo model {name!r} is not shipped (available: {', '.join(available())}); "
+            "`specdiff zoo build` makes the stdlib ones"
         )
     return model_dir
 
@@ -44,7 +66,59 @@ def ngram_path() -> Path:
 
 
 def card(name: str) -> dict:
-    return json.loads((path(name) / "card.json").read_text())
+    """What `specdiff zoo list` shows: a shipped model's card.json, or a packaged model's facts."""
+    if name in PACKAGED:
+        model = PACKAGED[name]
+        from specdiff.zoo.packaged import cache_problem
+
+        info = dict(name=name, description=model.description, source=model.source, licence=model.licence,
+                    install=model.install_command, default_method=model.default_method,
+                    stored_dtype="float32 (dequantized from Q4_1)")
+        converted = cache_problem(model) is None
+        info["converted"] = str(model.cache_dir()) if converted else None
+        if converted:
+            manifest = json.loads((model.cache_dir() / "manifest.json").read_text())
+            info["size_bytes"] = sum(manifest["files"].values())
+            config = json.loads((model.cache_dir() / "config.json").read_text())
+            info["architecture"] = config.get("architectures", ["?"])[0]
+            info["parameters"] = _parameter_count(model.cache_dir() / "model.safetensors")
+        return info
+    data = json.loads((path(name) / "card.json").read_text())
+    data.setdefault("source", "trained here on the Python stdlib (`specdiff zoo build`)")
+    data.setdefault("licence", "as specdiff (trained here)")
+    data.setdefault("stored_dtype", "float16")
+    data.setdefault("default_method", "ar")
+    return data
+
+
+def _parameter_count(weights: Path) -> int:
+    """Parameters stored in a safetensors file (tied weights once), read from its header only."""
+    import math
+
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="numpy") as handle:
+        return sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())
+
+
+def default_method(name: str) -> str:
+    """The best SpecDiff method that exists for this zoo target."""
+    return card(name).get("default_method", "ar") if name in available() else "lookup"
+
+
+def default_dtype(device="cpu") -> str:
+    """fp32 on CPU (token-identical to `generate`); bf16 on CUDA (faster; exactness is then a rate)."""
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
+
+
+def torch_dtype(name: str | None, device="cpu"):
+    """'bf16' / 'bfloat16' / ... (None: `default_dtype(device)`) -> torch.dtype."""
+    import torch
+
+    key = DTYPE_NAMES.get(name or default_dtype(device))
+    if key is None:
+        raise ValueError(f"unknown dtype {name!r}; use one of {', '.join(DTYPE_NAMES)}")
+    return getattr(torch, key)
 
 
 def load_tokenizer(name: str):
@@ -53,11 +127,17 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(path(name))
 
 
-def load(name: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """(model, tokenizer) of a shipped model. Weights are stored in fp16 and cast to `dtype`."""
-    from transformers import AutoModelForCausalLM
+def load(name: str, dtype=None, device="cpu", progress: bool = True):
+    """(model, tokenizer) of a zoo model in `dtype` (a torch.dtype or a name; None: fp32 on CPU, bf16 on
+    CUDA). Loading is quiet: only a first-use conversion shows progress."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = path(name)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    tokenizer = load_tokenizer(name)
+    from specdiff.hf_compat import quiet_loading
+
+    if not hasattr(dtype, "is_floating_point"):
+        dtype = torch_dtype(dtype, device)
+    model_dir = path(name, progress)
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer

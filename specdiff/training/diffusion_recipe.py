@@ -13,8 +13,8 @@ from specdiff.training.cards import machine_label, write_card
 from specdiff.ngram import NGramModel
 from specdiff.training.data import WindowSampler
 from specdiff.training.diffusion import DiffusionStage, RowSampler, greedy_continuations, heldout_block_accuracy
-from specdiff.training.loop import TrainConfig, TrainResult, train
-from specdiff.zoo.recipes import (DEFAULT_WORK_DIR, SHIPPED_DIR, Recipe, _with_steps, build_tokenizer,
+from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
+from specdiff.training.stdlib import (DEFAULT_WORK_DIR, SHIPPED_DIR, Recipe, build_tokenizer,
                                   save_shipped, token_streams)
 
 HELDOUT_SEED = 12345
@@ -28,8 +28,8 @@ def run_diffusion_recipe(recipe: Recipe, work_dir: Path, steps: int | None = Non
     tokenizer = build_tokenizer(work_dir)
     if tokenizer.mask_token_id is None:
         raise ValueError(f"the tokenizer in {work_dir / 'tokenizer'} has no mask token; rebuild it "
-                         "(specdiff.zoo.tokenizer adds <|mask|>)")
-    config = recipe.train if steps is None else _with_steps(recipe.train, steps)
+                         "(specdiff.training.tokenizer adds <|mask|>)")
+    config = recipe.train if steps is None else with_steps(recipe.train, steps)
     sample, eval_batches = _data(recipe, stage, work_dir, tokenizer, config)
     model = _initial_model(recipe, stage, tokenizer)
     objective = stage.objective(tokenizer.mask_token_id, tokenizer.pad_token_id, config.seed)

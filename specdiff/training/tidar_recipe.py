@@ -12,10 +12,10 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from specdiff.training.cards import machine_label, write_card
 from specdiff.training.data import WindowSampler
 from specdiff.training.diffusion import heldout_block_accuracy
-from specdiff.training.loop import TrainConfig, TrainResult, train
+from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
 from specdiff.training.tidar import TiDARObjective, TiDARRecipe
 from specdiff.zoo.quality import quality_report
-from specdiff.zoo.recipes import SHIPPED_DIR, _heldout_ce, _with_steps, build_tokenizer, save_shipped, token_streams
+from specdiff.training.stdlib import SHIPPED_DIR, build_tokenizer, heldout_ce, save_shipped, token_streams
 
 HELDOUT_SEED = 12345
 
@@ -29,8 +29,8 @@ def run_tidar_recipe(recipe: TiDARRecipe, work_dir: Path, steps: int | None = No
     tokenizer = build_tokenizer(work_dir)
     if tokenizer.mask_token_id is None:
         raise ValueError(f"the tokenizer in {work_dir / 'tokenizer'} has no mask token; rebuild it "
-                         "(specdiff.zoo.tokenizer adds <|mask|>)")
-    config = recipe.train if steps is None else _with_steps(recipe.train, steps)
+                         "(specdiff.training.tokenizer adds <|mask|>)")
+    config = recipe.train if steps is None else with_steps(recipe.train, steps)
     train_stream, heldout_stream = token_streams(work_dir, tokenizer)
     sampler = WindowSampler(train_stream, config.seq_len, config.batch_size, config.seed)
     heldout = WindowSampler(heldout_stream, config.seq_len, config.batch_size, seed=HELDOUT_SEED)
@@ -54,7 +54,7 @@ def export_tidar(recipe: TiDARRecipe, model, tokenizer, result: TrainResult, eva
     start, _ = zoo.load(recipe.init_from)
     start.eval()
     model.eval()
-    start_loss = _heldout_ce(start, eval_batches)
+    start_loss = heldout_ce(start, eval_batches)
     # The clean half is causal, so L_AR here is the plain next-token loss on the same batches.
     measure = TiDARObjective(tokenizer.mask_token_id, (recipe.block_size,), seed=0)
     with torch.no_grad():

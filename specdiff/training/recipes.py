@@ -5,61 +5,26 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from specdiff.training.cards import machine_label, write_card
-from specdiff.training.data import WindowSampler, encode_files
+from specdiff.training.data import WindowSampler
 from specdiff.training.diffusion import DiffusionStage
+from specdiff.training.diffusion_recipe import run_diffusion_recipe
 from specdiff.training.heads import HeadsRecipe, run_heads_recipe
-from specdiff.training.loop import TrainConfig, TrainResult, train
-from specdiff.training.tidar import TiDARRecipe
+from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
 from specdiff.training.objectives import CausalLMObjective, DistillationObjective
-from specdiff.zoo.corpus import split_files
+from specdiff.training.stdlib import (DEFAULT_WORK_DIR, SHIPPED_DIR, LlamaShape, Recipe, build_tokenizer, heldout_ce,
+                                      save_shipped, token_streams)
+from specdiff.training.tidar import TiDARRecipe
+from specdiff.training.tidar_recipe import run_tidar_recipe
 from specdiff.zoo.quality import quality_report
-from specdiff.zoo.tokenizer import train_tokenizer
 
-SHIPPED_DIR = Path(__file__).parent / "models"
-DEFAULT_WORK_DIR = Path.home() / ".cache" / "specdiff" / "zoo-build"
-
-
-@dataclass(frozen=True)
-class LlamaShape:
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    max_position_embeddings: int = 2048
-
-    def config(self, tokenizer) -> LlamaConfig:
-        return LlamaConfig(
-            vocab_size=len(tokenizer),
-            num_key_value_heads=self.num_attention_heads,
-            tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **asdict(self),
-        )
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    description: str
-    shape: LlamaShape
-    train: TrainConfig
-    teacher: str | None = None  # zoo name of the model to distil from
-    kl_weight: float = 0.0
-    command: str = ""
-    extra_card: dict = field(default_factory=dict)
-    # Shipped in generation_config, so `generate` and SpecDiff both decode with it (DESIGN.md §6).
-    generation: dict = field(default_factory=dict)
-    role: str = "target"  # "target": the quality gate applies; "drafter": its ratio is informational
-    diffusion: DiffusionStage | None = None  # a block-diffusion drafter stage (specdiff.zoo.diffusion_drafter)
+__all__ = ["RECIPES", "run_recipe", "DEFAULT_WORK_DIR", "SHIPPED_DIR", "Recipe", "LlamaShape"]
 
 
 RECIPES = {
@@ -139,20 +104,6 @@ RECIPES = {
 }
 
 
-def build_tokenizer(work_dir: Path):
-    path = work_dir / "tokenizer"
-    if not (path / "tokenizer.json").exists():
-        train_tokenizer(split_files().train).save_pretrained(path)
-    return AutoTokenizer.from_pretrained(path)
-
-
-def token_streams(work_dir: Path, tokenizer):
-    split = split_files()
-    train_stream = encode_files(tokenizer, split.train, work_dir / "train_tokens.npy")
-    heldout_stream = encode_files(tokenizer, split.heldout, work_dir / "heldout_tokens.npy")
-    return train_stream, heldout_stream
-
-
 def run_recipe(recipe: Recipe, work_dir: Path = DEFAULT_WORK_DIR, steps: int | None = None,
                out_root: Path = SHIPPED_DIR) -> TrainResult:
     """Train one recipe in `work_dir/<name>` (resuming), then export it to `out_root/<name>`
@@ -160,17 +111,13 @@ def run_recipe(recipe: Recipe, work_dir: Path = DEFAULT_WORK_DIR, steps: int | N
     if isinstance(recipe, HeadsRecipe):
         return run_heads_recipe(recipe, work_dir, steps, out_root)
     if isinstance(recipe, TiDARRecipe):
-        from specdiff.zoo.tidar_model import run_tidar_recipe
-
         return run_tidar_recipe(recipe, work_dir, steps, out_root)
     if recipe.diffusion is not None:
-        from specdiff.zoo.diffusion_drafter import run_diffusion_recipe
-
         return run_diffusion_recipe(recipe, work_dir, steps, out_root)
     torch.manual_seed(recipe.train.seed)
     tokenizer = build_tokenizer(work_dir)
     train_stream, heldout_stream = token_streams(work_dir, tokenizer)
-    config = recipe.train if steps is None else _with_steps(recipe.train, steps)
+    config = recipe.train if steps is None else with_steps(recipe.train, steps)
     sampler = WindowSampler(train_stream, config.seq_len, config.batch_size, config.seed)
     heldout = WindowSampler(heldout_stream, config.seq_len, config.batch_size, seed=12345)
     model = LlamaForCausalLM(recipe.shape.config(tokenizer))
@@ -185,32 +132,9 @@ def run_recipe(recipe: Recipe, work_dir: Path = DEFAULT_WORK_DIR, steps: int | N
                    work_dir / recipe.name, desc=f"training {recipe.name}")
     if not result.interrupted:
         # The card reports plain next-token loss whatever the objective, so models compare.
-        heldout_loss = _heldout_ce(model, heldout.fixed_batches(config.eval_batches))
+        heldout_loss = heldout_ce(model, heldout.fixed_batches(config.eval_batches))
         export(recipe, model, tokenizer, result, heldout_loss, config, out_root)
     return result
-
-
-def _with_steps(config: TrainConfig, steps: int) -> TrainConfig:
-    values = asdict(config)
-    values.update(steps=steps, warmup_steps=min(config.warmup_steps, steps - 1),
-                  eval_every=min(config.eval_every, steps), save_every=min(config.save_every, steps))
-    return TrainConfig(**values)
-
-
-@torch.no_grad()
-def _heldout_ce(model, batches) -> float:
-    model.eval()
-    return sum(model(input_ids=b, labels=b).loss.item() for b in batches) / len(batches)
-
-
-def save_shipped(model, tokenizer, out: Path) -> Path:
-    """Weights as fp16 safetensors (half the package size; `zoo.load` casts back) plus the tokenizer,
-    so `from_pretrained(out)` loads both. The in-memory model stays fp32."""
-    out.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(out, safe_serialization=True)
-    model.to(torch.float32)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def export(recipe: Recipe, model, tokenizer, result: TrainResult, heldout_loss: float,
