@@ -62,7 +62,7 @@ def speculative_decode(
         tree = parts.tree_builder.build(proposal, budget) if proposal is not None else DraftTree.empty()
         # 3. verify: one target forward over the whole tree
         scored = verifier.score(tree, slots_for(verifier.committed, tree) if slots_for else None)
-        target_logits = apply_per_node(processors, tree, scored.logits, verifier.committed)
+        target_logits = apply_per_node(processors, tree, scored.logits, verifier.committed_ids)
         # 4. accept (the one host sync of the step: the accepted path)
         acceptance = cut_at_eos(tree, parts.accept(tree, target_logits), config.eos_token_ids)
         if parts.on_step is not None:

@@ -48,12 +48,33 @@ class HFVerifier:
         self.model = model
         self.hidden_layers = tuple(hidden_layers)
         self.committed: list[int] = []  # the cache holds committed[:-1]
+        self._ids_buffer = torch.zeros(0, dtype=torch.long)  # committed ids, with spare room to append
         self.forward_count = 0  # score forwards (the prefill is not one)
         self._pending: DraftTree | None = None
 
     @property
     def cache(self):
         return self.lm.cache
+
+    @property
+    def committed_ids(self) -> torch.Tensor:
+        """[T] the committed ids as a CPU tensor: a view of a buffer that grows by doubling, so no
+        step copies the context."""
+        return self._ids_buffer[: len(self.committed)]
+
+    def _set_committed(self, ids: list[int]) -> None:
+        self.committed = list(ids)
+        self._ids_buffer = torch.zeros(2 * len(ids) + 64, dtype=torch.long)
+        self._ids_buffer[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+
+    def _append_committed(self, ids: list[int]) -> None:
+        T, new_length = len(self.committed), len(self.committed) + len(ids)
+        if new_length > len(self._ids_buffer):
+            grown = torch.zeros(2 * new_length, dtype=torch.long)
+            grown[:T] = self._ids_buffer[:T]
+            self._ids_buffer = grown
+        self._ids_buffer[T:new_length] = torch.tensor(ids, dtype=torch.long)
+        self.committed.extend(ids)
 
     @property
     def device(self) -> torch.device:
@@ -78,7 +99,8 @@ class HFVerifier:
             self.lm.drop(1)  # re-feed one row: its hidden state predicts input_ids[-1]
             cached -= 1
         new_ids = input_ids[cached:-1]
-        self.committed, self._pending = list(input_ids), None
+        self._set_committed(input_ids)
+        self._pending = None
         if slots is None:
             return self._prefill_rows(new_ids)
         n, E = len(new_ids), len(slots)
@@ -128,7 +150,7 @@ class HFVerifier:
         accepted = tree.tokens[path].tolist()
         keep = [0] + [1 + node for node in path]  # row 0 (the old last token) is now committed history
         self.lm.compact(keep, [self.committed[-1]] + accepted)
-        self.committed.extend(accepted + [int(next_token)])
+        self._append_committed(accepted + [int(next_token)])
         self._pending = None
 
     @property
@@ -138,4 +160,5 @@ class HFVerifier:
 
     def reset(self) -> None:
         self.lm.reset()
-        self.committed, self._pending = [], None
+        self._set_committed([])
+        self._pending = None
