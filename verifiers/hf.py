@@ -94,10 +94,8 @@ class HFVerifier:
         KV entries are dropped."""
         if not input_ids:
             raise ValueError("prefill needs at least one token")
-        cached = self.lm.sync(input_ids[:-1])
-        if self.hidden_layers and cached == len(input_ids) - 1 and cached > 0:
-            self.lm.drop(1)  # re-feed one row: its hidden state predicts input_ids[-1]
-            cached -= 1
+        # With hidden layers at least one row is fed (re-fed if cached): its state predicts input_ids[-1].
+        cached = self.lm.sync(input_ids[:-2] if self.hidden_layers else input_ids[:-1])
         new_ids = input_ids[cached:-1]
         self._set_committed(input_ids)
         self._pending = None
