@@ -8,7 +8,6 @@ from typing import Protocol, runtime_checkable
 import torch
 from transformers import LogitsProcessorList
 
-from specdiff.kv import common_prefix_length  # noqa: F401  (re-exported for drafters)
 from specdiff.masks import QuerySlots
 from specdiff.sampling import SamplingSettings
 from specdiff.types import DraftTree, TokenLattice
