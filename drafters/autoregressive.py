@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from specdiff.drafters.base import DraftContext, common_prefix_length
 from specdiff import hf_compat
-from specdiff.masks import additive_mask, block_allowed
+from specdiff.drafters.base import DraftContext, DraftNeeds
+from specdiff.kv import CachedLM
 from specdiff.sampling import SamplingSettings, sample_token
 from specdiff.processing import process_rows
 from specdiff.types import DraftTree, ProposalKind, ancestor_mask, path_to, tree_depths
@@ -19,9 +19,11 @@ class AutoregressiveDrafter:
     layer. With `tree_threshold` set (OPT-Tree's delta), growth stops early once a layer adds
     <= delta to the expected acceptance length; None grows all `k` layers.
 
-    The drafter's own KV cache holds the committed ids (and, for chains, its last drafts); each step
-    it is cropped back to the longest prefix that still matches the committed ids.
+    The drafter's model and KV cache are a `CachedLM`: it holds the committed ids (and, for chains,
+    its last drafts); each step it is synced back to the longest prefix that still matches them.
     """
+
+    needs = DraftNeeds()
 
     def __init__(self, model, k: int = 5, top_k: int = 1, tokenizer=None,
                  tree_threshold: float | None = None):
@@ -31,42 +33,31 @@ class AutoregressiveDrafter:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if tree_threshold is not None and tree_threshold < 0:
             raise ValueError(f"tree_threshold (OPT-Tree's delta) must be >= 0, or None; got {tree_threshold}")
-        hf_compat.check_supported(model)
-        self.model, self.k, self.top_k, self.tokenizer = model.eval(), k, top_k, tokenizer
+        self.lm = CachedLM(model.eval())
+        self.model, self.k, self.top_k, self.tokenizer = model, k, top_k, tokenizer
         self.tree_threshold = tree_threshold
         self.vocab_size = hf_compat.output_vocab_size(model)
         self.shared_vocab = self.vocab_size
-        self.forward_count = 0
         self.reset()
 
     def bind(self, target_vocab_size: int, tokenizer=None) -> None:
         self.shared_vocab = shared_vocab_size(target_vocab_size, self.vocab_size, tokenizer, self.tokenizer)
 
+    @property
+    def forward_count(self) -> int:
+        return self.lm.forward_count
+
     def reset(self) -> None:
-        self.cache = None
-        self.cached_ids: list[int] = []
+        self.lm.reset()
         self._processors, self._committed = None, []
 
-    @property
-    def device(self):
-        return self.model.get_output_embeddings().weight.device
-
-    def _forward(self, ids: list[int], positions: torch.Tensor, mask=None) -> torch.Tensor:
-        out = hf_compat.forward(self.model, torch.tensor([ids], device=self.device), self.cache, mask,
-                                positions[None].to(self.device))
-        self.forward_count += 1
-        return out.logits[0, :, : self.shared_vocab].float()  # [Q, V]
+    def _logits(self, out) -> torch.Tensor:
+        return out.logits[:, : self.shared_vocab].float()  # [Q, V]
 
     def _sync(self, token_ids: list[int]) -> torch.Tensor:
         """Cache all committed ids; return logits [V] after the last one."""
-        keep = min(common_prefix_length(self.cached_ids, token_ids), len(token_ids) - 1)
-        if self.cache is None:
-            self.cache, keep = hf_compat.new_cache(self.model), 0
-        hf_compat.drop_last(self.cache, len(self.cached_ids) - keep)
-        hf_compat.trim_to_window(self.cache)
-        logits = self._forward(token_ids[keep:], torch.arange(keep, len(token_ids)))
-        self.cached_ids = list(token_ids)
-        return logits[-1]
+        keep = self.lm.sync(token_ids[:-1])  # at least the last id is fed: its row predicts the first draft
+        return self._logits(self.lm.forward(token_ids[keep:]))[-1]
 
     @torch.inference_mode()
     def propose(self, ctx: DraftContext) -> DraftTree:
@@ -95,9 +86,7 @@ class AutoregressiveDrafter:
             token = int(dist.argmax()) if sampling is None else sample_token(dist, generator)
             tokens.append(token), probs.append(dist[token]), dists.append(dist)
             if step < depth - 1:
-                position = torch.tensor([len(self.cached_ids)])
-                logits = self._forward([token], position)[-1]
-                self.cached_ids.append(token)
+                logits = self._logits(self.lm.forward([token]))[-1]
         kind = ProposalKind.DETERMINISTIC if sampling is None else ProposalKind.IID
         return DraftTree.chain(tokens, torch.stack(probs), torch.stack(dists), kind)
 
@@ -113,8 +102,8 @@ class AutoregressiveDrafter:
         probs, dists = [], []
         path_probs = torch.ones(0, device=root_logits.device)  # [nodes so far]
         frontier, frontier_logits = [-1], root_logits[None]  # expand from the committed token
-        fed: list[int] = []  # tree nodes whose KV are in the drafter cache, in cache order
-        cache_length = len(self.cached_ids)
+        fed: list[int] = []  # tree nodes whose KV are pending rows of the drafter's cache, in cache order
+        cache_length = len(self.lm.ids)
         expected = 0.0  # E_sub over the layers so far
         for layer in range(depth):
             frontier_paths = [[tokens[i] for i in path_to(torch.tensor(parents), node)] if node >= 0 else []
@@ -136,24 +125,13 @@ class AutoregressiveDrafter:
                 break
             frontier_logits = self._feed_tree_rows(frontier, fed, tokens, parents, cache_length)
             fed.extend(frontier)
-        hf_compat.drop_last(self.cache, len(fed))
+        self.lm.drop(len(fed))
         return DraftTree(torch.tensor(tokens), torch.tensor(parents), torch.cat(probs), torch.cat(dists))
 
     def _feed_tree_rows(self, rows, fed, tokens, parents, cache_length) -> torch.Tensor:
         """One forward over tree nodes `rows`; each sees the committed cache and its own ancestors."""
         parent_tensor = torch.tensor(parents)
-        ancestors = ancestor_mask(parent_tensor)
-        key_nodes = fed + rows
-        query_pos = tree_depths(parent_tensor)[rows] + cache_length
-        key_pos = tree_depths(parent_tensor)[key_nodes] + cache_length
-        tree_allowed = ancestors[rows][:, key_nodes]  # [F, R]
-        dtype = self.model.get_output_embeddings().weight.dtype
-        masks = {
-            group.name: additive_mask(
-                block_allowed(query_pos, tree_allowed, key_pos, cache_length,
-                              hf_compat.visible_cache_rows(self.cache, group) - len(fed), group.window),
-                dtype, self.device,
-            )
-            for group in hf_compat.layer_groups(self.cache)
-        }
-        return self._forward([tokens[r] for r in rows], query_pos, hf_compat.pack_masks(masks))
+        depths = tree_depths(parent_tensor)
+        visible = ancestor_mask(parent_tensor)[rows][:, fed + rows]  # [F, pending + F]
+        out = self.lm.forward([tokens[r] for r in rows], depths[rows] + cache_length, visible)
+        return self._logits(out)

@@ -8,14 +8,25 @@ from typing import Protocol, runtime_checkable
 import torch
 from transformers import LogitsProcessorList
 
+from specdiff.masks import QuerySlots
 from specdiff.sampling import SamplingSettings
 from specdiff.types import DraftTree, TokenLattice
 
 
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    """How many leading ids two sequences share: what a drafter's cache can keep of its last context."""
-    n = min(len(a), len(b))
-    return next((i for i in range(n) if a[i] != b[i]), n)
+@dataclass(frozen=True)
+class DraftNeeds:
+    """What a drafter asks of the verifier's forwards (declared once, read by `SpecDiff`).
+
+    hidden_layers: target hidden states handed over in `DraftContext.hidden_state`, in this order
+    (-1: the LM head's input, after the final norm; i >= 0: transformers' hidden_states[i]).
+    query_slots: the drafter adds query rows to every verifier forward (`SlotDrafter.query_slots`).
+    drafts_with_target: the drafter is built on the target itself (TiDAR): `SpecDiff` checks that
+    `drafter.model` is the model it verifies with.
+    """
+
+    hidden_layers: tuple[int, ...] = ()
+    query_slots: bool = False
+    drafts_with_target: bool = False
 
 
 @dataclass(frozen=True)
@@ -24,8 +35,9 @@ class DraftContext:
 
     token_ids: every committed id (prompt + generated so far); the drafter reconciles its own cache
     against them. budget: the draft length the policy allows this step (>= 1).
-    hidden_state [H]: the target's last-layer hidden state at the last committed token, when the
-    verifier captured it (heads drafters); None otherwise.
+    hidden_state [layers, H]: the target's hidden states (the drafter's `needs.hidden_layers`) at the
+    row that predicted the last committed token; None when the drafter asked for none, or when no
+    such row ran (a one-token prompt).
     sampling: the warp the target samples with (None: greedy). A drafter that samples its drafts
     draws them from `sampling.probs` of its logits with `generator`, reports that distribution in
     draft_dists and declares the tree's kind; fixed candidates are DETERMINISTIC (algorithms.md §6).
@@ -41,7 +53,7 @@ class DraftContext:
     # stays exact either way, only the acceptance rate changes.
     processors: LogitsProcessorList | None = None
     # [E, V] fp32 logits of the query slots the drafter added to the verifier's last forward
-    # (`query_slots`, TiDAR's pre-draft blocks); None when it added none.
+    # (`SlotDrafter.query_slots`, TiDAR's pre-draft blocks); None when it added none.
     slot_logits: torch.Tensor | None = None
 
     def __post_init__(self):
@@ -51,18 +63,24 @@ class DraftContext:
 
 @runtime_checkable
 class Drafter(Protocol):
+    needs: DraftNeeds  # what the verifier's forwards must hand over (DraftNeeds() for nothing)
+    k: int  # the default draft length
     forward_count: int  # drafter model forwards so far (0 for model-free drafters)
 
     def bind(self, target_vocab_size: int, tokenizer=None) -> None:
         """Check the pairing with the target once, at the boundary; raise ValueError on a mismatch."""
 
-    def propose(self, ctx: DraftContext) -> TokenLattice | DraftTree: ...
+    def propose(self, ctx: DraftContext) -> TokenLattice | DraftTree | None: ...
 
     def reset(self) -> None:
         """Forget per-request state (caches)."""
 
 
-# Optional, for drafters that draft inside the verifier's forward (TiDAR):
-#   query_slots(token_ids: list[int], tree: DraftTree | None) -> specdiff.masks.QuerySlots
-# is called before each verifier forward (tree None: the prefill of `token_ids`; else the score of
-# `tree` after the committed `token_ids`); the slots' logits come back in the next DraftContext.
+@runtime_checkable
+class SlotDrafter(Drafter, Protocol):
+    """A drafter that drafts inside the verifier's forward (TiDAR); `needs.query_slots` is True."""
+
+    def query_slots(self, token_ids: list[int], tree: DraftTree | None) -> QuerySlots:
+        """The rows to add to the verifier's next forward: tree None, the prefill of `token_ids`;
+        else the score of `tree` after the committed `token_ids`. Their logits come back in the next
+        `DraftContext.slot_logits`."""

@@ -24,9 +24,9 @@ import torch
 from transformers import GenerationMixin
 
 from specdiff import hf_compat
-from specdiff.drafters.base import DraftContext, common_prefix_length
+from specdiff.drafters.base import DraftContext, DraftNeeds
+from specdiff.kv import CachedLM
 from specdiff.lattice import ContextLattice, LatticePruning, prune_lattice
-from specdiff.masks import additive_mask, block_allowed
 from specdiff.processing import process_rows
 from specdiff.vocab import shared_vocab_size
 
@@ -89,6 +89,8 @@ class DiffusionDrafter:
     models with short absolute position tables, e.g. BERT's 512).
     """
 
+    needs = DraftNeeds()
+
     def __init__(self, model, mask_token_id: int | None = None, k: int = 8, *, tokenizer=None,
                  block_causal: bool | None = None, shift_logits: bool | None = None,
                  pruning: LatticePruning = LatticePruning(), eos_token_ids: Sequence[int] | int | None = None,
@@ -98,8 +100,7 @@ class DiffusionDrafter:
         if max_context is not None and max_context < 1:
             raise ValueError(f"max_context must be >= 1 or None (whole context), got {max_context}")
         self.block_causal = isinstance(model, GenerationMixin) if block_causal is None else block_causal
-        if self.block_causal:
-            hf_compat.check_supported(model)
+        self.lm = CachedLM(model) if self.block_causal else None  # block mode: the context's KV cache
         model_type = getattr(model.config, "model_type", "")
         self.shift_logits = model_type in SHIFTED_LOGITS_MODEL_TYPES if shift_logits is None else shift_logits
         self.model, self.k, self.tokenizer, self.pruning = model.eval(), k, tokenizer, pruning
@@ -108,15 +109,19 @@ class DiffusionDrafter:
         self.max_context = max_context
         self.vocab_size = hf_compat.output_vocab_size(model)
         self.shared_vocab = self.vocab_size
-        self.forward_count = 0
+        self._reencoded_forwards = 0
         self.reset()
+
+    @property
+    def forward_count(self) -> int:
+        return self._reencoded_forwards + (self.lm.forward_count if self.lm is not None else 0)
 
     def bind(self, target_vocab_size: int, tokenizer=None) -> None:
         self.shared_vocab = shared_vocab_size(target_vocab_size, self.vocab_size, tokenizer, self.tokenizer)
 
     def reset(self) -> None:
-        self.cache = None
-        self.cached_ids: list[int] = []  # block mode: the committed ids whose KV are cached
+        if self.lm is not None:
+            self.lm.reset()
 
     @property
     def device(self) -> torch.device:
@@ -137,53 +142,21 @@ class DiffusionDrafter:
 
     def _block_logits(self, token_ids: list[int], k: int) -> torch.Tensor:
         """One forward of [uncached committed ids, k masks]; the cache keeps only the committed rows."""
-        cached = self._reconcile(token_ids)
+        # Shifted logits read the block's first position from the row before it: re-feed the last id.
+        cached = self.lm.sync(token_ids[:-1] if self.shift_logits else token_ids)
         new_ids = token_ids[cached:]
         n = len(new_ids)
-        allowed = torch.ones(n + k, n + k, dtype=torch.bool).tril()  # causal over the new committed ids
-        allowed[n:, n:] = True  # the mask block sees itself bidirectionally
-        positions = torch.arange(cached, cached + n + k)  # [n + k]
-        dtype = self.model.get_output_embeddings().weight.dtype
-        masks = {
-            group.name: additive_mask(
-                block_allowed(positions, allowed, positions, cached,
-                              hf_compat.visible_cache_rows(self.cache, group), group.window),
-                dtype, self.device,
-            )
-            for group in hf_compat.layer_groups(self.cache)
-        }
-        ids = torch.tensor([new_ids + [self.mask_token_id] * k], device=self.device)
-        out = hf_compat.forward(self.model, ids, self.cache, hf_compat.pack_masks(masks),
-                                positions[None].to(self.device))
-        self.forward_count += 1
-        hf_compat.drop_last(self.cache, k)
-        self.cached_ids = list(token_ids)
+        visible = torch.ones(n + k, n + k, dtype=torch.bool).tril()  # causal over the new committed ids
+        visible[n:, n:] = True  # the mask block sees itself bidirectionally
+        out = self.lm.forward(new_ids + [self.mask_token_id] * k, torch.arange(cached, cached + n + k), visible)
+        self.lm.compact(list(range(n)), new_ids)  # the mask block goes
         first = n - 1 if self.shift_logits else n
-        return out.logits[0, first : first + k]  # [k, V]
-
-    def _reconcile(self, token_ids: list[int]) -> int:
-        """Crop the cache to the longest common prefix with the committed ids; return its length.
-
-        A sliding-window layer keeps only its window, so once the context outgrew it, rows cannot
-        be given back: a crop then starts a fresh cache.
-        """
-        if self.cache is None:
-            self.cache, self.cached_ids = hf_compat.new_cache(self.model), []
-        keep = common_prefix_length(self.cached_ids, token_ids)
-        if self.shift_logits:
-            keep = min(keep, len(token_ids) - 1)  # re-feed the last id: its row predicts the first position
-        drop = len(self.cached_ids) - keep
-        windows = [group.window for group in hf_compat.layer_groups(self.cache) if group.window is not None]
-        if drop > 0 and any(len(self.cached_ids) > window - 1 for window in windows):
-            self.cache, self.cached_ids, keep, drop = hf_compat.new_cache(self.model), [], 0, 0
-        hf_compat.drop_last(self.cache, drop)
-        hf_compat.trim_to_window(self.cache)
-        return keep
+        return out.logits[first : first + k]  # [k, V]
 
     def _reencoded_logits(self, token_ids: list[int], k: int) -> torch.Tensor:
         context = token_ids[-self.max_context :] if self.max_context is not None else token_ids
         ids = torch.tensor([list(context) + [self.mask_token_id] * k], device=self.device)
         logits = self.model(input_ids=ids).logits[0]  # [T + k, V]
-        self.forward_count += 1
+        self._reencoded_forwards += 1
         first = len(context) - 1 if self.shift_logits else len(context)
         return logits[first : first + k]  # [k, V]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 
-from specdiff.drafters.base import DraftContext
+from specdiff.drafters.base import DraftContext, DraftNeeds
 from specdiff.processing import process_rows
 from specdiff.types import TokenLattice
 
@@ -200,7 +200,7 @@ class HeadsDrafter:
     prompt: nothing was prefilled) the step drafts nothing.
     """
 
-    needs_hidden_state = True  # SpecDiff turns on the verifier's hidden-state capture
+    needs = DraftNeeds(hidden_layers=(-1,))  # the LM head's input, from every verifier forward
 
     def __init__(self, heads: MedusaHeads, target, top_k: int = 4):
         if top_k < 1:
@@ -228,7 +228,7 @@ class HeadsDrafter:
         length = min(self.k, ctx.budget)
         if ctx.hidden_state is None or length < 1:
             return TokenLattice(torch.zeros(0, self.top_k, dtype=torch.long), torch.zeros(0, self.top_k))
-        hidden = ctx.hidden_state.to(self.heads.output_weight.dtype)  # [H]
+        hidden = ctx.hidden_state[0].to(self.heads.output_weight.dtype)  # [H]
         conditioned = self.heads.config.conditioned
         all_logits = None if conditioned else self.heads(hidden)  # [k, V]
         self.forward_count += length if conditioned else 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from specdiff.drafters.base import DraftContext
+from specdiff.drafters.base import DraftContext, DraftNeeds
 from specdiff.types import DraftTree, tree_from_sequences
 
 
@@ -12,6 +12,7 @@ class PromptLookupDrafter:
     """Match the last `ngram` tokens (backing off to `min_ngram`) against the context; the `k` tokens
     that followed each of the `max_branches` most recent distinct matches become a trie."""
 
+    needs = DraftNeeds()
     forward_count = 0
 
     def __init__(self, ngram: int = 3, k: int = 10, max_branches: int = 4, min_ngram: int = 1):

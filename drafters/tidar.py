@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from specdiff import hf_compat
-from specdiff.drafters.base import DraftContext
+from specdiff.drafters.base import DraftContext, DraftNeeds
 from specdiff.drafters.diffusion import _eos_ids, block_probs, mask_token_id_of
 from specdiff.lattice import ContextLattice, LatticePruning, prune_lattice
 from specdiff.masks import QuerySlots
@@ -60,7 +60,7 @@ class TiDARDrafter:
     is accepted than was pre-drafted for, the next step drafts nothing and pre-drafts again.
     """
 
-    verifies_own_drafts = True  # SpecDiff checks it is given the same model
+    needs = DraftNeeds(query_slots=True, drafts_with_target=True)  # SpecDiff checks it is given the same model
 
     def __init__(self, model, block_size: int | None = None, mask_token_id: int | None = None, *, tokenizer=None,
                  pruning: LatticePruning = LatticePruning(), eos_token_ids: Sequence[int] | int | None = None,

@@ -12,6 +12,7 @@ import torch
 from specdiff.acceptance import greedy_accept
 from specdiff.config import DecodingConfig
 from specdiff.decoding import Components, speculative_decode
+from specdiff.drafters.base import Drafter
 from specdiff.metrics import GenerationStats
 from specdiff.policies import DraftLengthPolicy, FixedDraftLength
 from specdiff.processing import build_processors
@@ -39,17 +40,19 @@ class SpecDiff:
                  on_step=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.verifier = HFVerifier(model)
-        # Heads drafters read the target's last hidden state from the verify pass (DraftContext.hidden_state).
-        self.verifier.capture_hidden = bool(getattr(drafter, "needs_hidden_state", False))
-        if getattr(drafter, "verifies_own_drafts", False) and drafter.model is not model:
+        if not isinstance(drafter, Drafter):
+            raise TypeError(f"{type(drafter).__name__} is not a Drafter: it needs `needs` (a DraftNeeds), `k`, "
+                            "`forward_count`, `bind`, `propose` and `reset` (see specdiff.drafters.base)")
+        if drafter.needs.drafts_with_target and drafter.model is not model:
             raise ValueError(f"{type(drafter).__name__} drafts inside the verifier's own forward: give SpecDiff the "
                              f"model it was built on, SpecDiff(model, {type(drafter).__name__}(model))")
+        # Heads drafters read the target's hidden states from the verify pass (DraftContext.hidden_state).
+        self.verifier = HFVerifier(model, hidden_layers=drafter.needs.hidden_layers)
         self.drafter = drafter
         drafter.bind(self.verifier.vocab_size, tokenizer)
         self.tree_builder = tree if tree is not None else Chain()
         if draft_length is None or isinstance(draft_length, int):
-            draft_length = FixedDraftLength(draft_length if draft_length is not None else getattr(drafter, "k", 5))
+            draft_length = FixedDraftLength(draft_length if draft_length is not None else drafter.k)
         self.draft_length = draft_length
         self.on_step = on_step
         self.last_stats: GenerationStats | None = None

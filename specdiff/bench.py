@@ -173,8 +173,10 @@ class HFRunner:
         with count_forwards(self.model) as forwards, self._assisted():
             if self.config.seed is not None:
                 torch.manual_seed(self.config.seed)
+            synchronize(device)
             started = time.perf_counter()
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **options, **self.lookup)
+            synchronize(device)
             wall_time = time.perf_counter() - started
         sequences = out.sequences if self.records_gaps else out
         gaps = None
@@ -201,10 +203,20 @@ class SpecDiffRunner:
         # Every run starts cold, as `generate` does: no cache carried over from the last prompt.
         self.spec.verifier.reset()
         self.spec.drafter.reset()
+        synchronize(self.spec.verifier.device)
         started = time.perf_counter()
         result = self.spec.generate(prompt_ids, self.config.max_new_tokens, **self.options)
+        synchronize(self.spec.verifier.device)
         wall_time = time.perf_counter() - started
         return TurnOutput(result.token_ids, wall_time, result.stats.target_forwards, result.stats)
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work, so a wall-clock time covers it (CUDA runs asynchronously)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def runner_names() -> list[str]:

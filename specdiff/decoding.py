@@ -9,7 +9,7 @@ import torch
 
 from specdiff.acceptance import Acceptance
 from specdiff.config import DecodingConfig
-from specdiff.drafters.base import DraftContext
+from specdiff.drafters.base import DraftContext, Drafter
 from specdiff.lattice import tokens_before_eos
 from specdiff.metrics import GenerationStats
 from specdiff.policies import DraftLengthPolicy
@@ -17,13 +17,13 @@ from specdiff.processing import apply_per_node
 from specdiff.sampling import SamplingSettings
 from specdiff.trees.base import TreeBuilder
 from specdiff.types import DraftTree, tree_depths
-from specdiff.verifiers.hf import HFVerifier
+from specdiff.verifiers.hf import HFVerifier, VerifyOutput
 
 
 @dataclass
 class Components:
     verifier: HFVerifier
-    drafter: object  # specdiff.drafters.Drafter
+    drafter: Drafter
     tree_builder: TreeBuilder
     length_policy: DraftLengthPolicy
     accept: Callable[[DraftTree, torch.Tensor], Acceptance]  # greedy_accept, or sampled_accept bound to the below
@@ -46,31 +46,30 @@ def speculative_decode(
 ) -> Iterator[list[int]]:
     """Yield the new tokens of each step until EOS or `config.max_new_tokens`."""
     verifier, drafter = parts.verifier, parts.drafter
-    # Drafters that draft inside the verifier's forward (TiDAR) add query slots to it.
-    slots_for = getattr(drafter, "query_slots", None)
-    verifier.prefill(prompt_ids, slots_for(prompt_ids, None) if slots_for is not None else None)
+    slots_for = drafter.query_slots if drafter.needs.query_slots else None  # TiDAR drafts inside the forward
+    scored = verifier.prefill(prompt_ids, slots_for(prompt_ids, None) if slots_for else None)
+    last_row = 0  # the row of `scored` that predicted the last committed token
     parts.length_policy.reset()
     generated = 0
     while generated < config.max_new_tokens:
         # The bonus token always comes on top, so never draft past the last allowed token.
         budget = min(parts.length_policy.current(), config.max_new_tokens - generated - 1)
         drafter_forwards = drafter.forward_count
-        # 1. draft
-        hidden = verifier.last_hidden_at_commit() if verifier.capture_hidden else None
-        ctx = DraftContext(list(verifier.committed), budget, hidden, parts.sampling, parts.generator, processors,
-                           verifier.slot_logits)
+        # 1. draft (the context is the verifier's own list, not a copy: drafters only read it)
+        ctx = next_context(parts, verifier.committed, budget, scored, last_row, processors)
         proposal = drafter.propose(ctx) if budget > 0 else None
         # 2. search
         tree = parts.tree_builder.build(proposal, budget) if proposal is not None else DraftTree.empty()
         # 3. verify: one target forward over the whole tree
-        slots = slots_for(verifier.committed, tree) if slots_for is not None else None
-        target_logits = apply_per_node(processors, tree, verifier.score(tree, slots), verifier.committed)
-        # 4. accept
+        scored = verifier.score(tree, slots_for(verifier.committed, tree) if slots_for else None)
+        target_logits = apply_per_node(processors, tree, scored.logits, verifier.committed_ids)
+        # 4. accept (the one host sync of the step: the accepted path)
         acceptance = cut_at_eos(tree, parts.accept(tree, target_logits), config.eos_token_ids)
         if parts.on_step is not None:
             parts.on_step(tree, acceptance)
         # 5. commit
         verifier.commit(acceptance.path, acceptance.next_token)
+        last_row = 1 + acceptance.path[-1] if acceptance.path else 0
         new_tokens = acceptance.new_tokens(tree)
         depth = int(tree_depths(tree.parents).max()) + 1 if tree.num_nodes else 0
         stats.record_step(drafted=tree.num_nodes, depth=depth, accepted=len(acceptance.path))
@@ -82,3 +81,10 @@ def speculative_decode(
         yield new_tokens
         if acceptance.next_token in config.eos_token_ids:
             return
+
+
+def next_context(parts: Components, committed: list[int], budget: int, scored: VerifyOutput, row: int,
+                 processors) -> DraftContext:
+    """The drafter's view after a verifier forward: its hidden states at `row` and its slots' logits."""
+    return DraftContext(committed, budget, scored.hidden_at(row), parts.sampling, parts.generator, processors,
+                        scored.slot_logits)

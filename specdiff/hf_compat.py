@@ -7,7 +7,10 @@
 - a 4-D additive float mask is passed to attention as-is; hybrid models take a dict keyed by
   layer type, models with one layer type a single tensor,
 - `output_hidden_states=True` returns every layer's states; `capture_last_hidden` takes only the
-  LM head's input (the last layer's, after the final norm) with a hook.
+  LM head's input (the last layer's, after the final norm) with a hook,
+- a custom attention function is registered by name through `AttentionInterface` and switched on
+  with the model's own `set_attn_implementation`; models whose attention does not go through the
+  interface (Falcon) report it through `_can_set_attn_implementation`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from specdiff import tree_attention
 
 _REFUSED_MODEL_TYPES = {
     "bloom": "Bloom builds ALiBi biases from a 2-D mask and cannot take a tree mask",
@@ -188,3 +194,36 @@ def trim_to_window(cache: DynamicCache) -> None:
 def drop_last(cache: DynamicCache, num_tokens: int) -> None:
     if num_tokens > 0:
         _crop(cache, num_tokens)
+
+
+def softcapped(model) -> bool:
+    """Attention logit soft-capping (Gemma2): the tree attention does not do it."""
+    return getattr(model.config, "attn_logit_softcapping", None) is not None
+
+
+def tree_attention_supported(model) -> bool:
+    """Whether `tree_attention_enabled(model)` reaches every attention layer of `model`: its attention
+    goes through `AttentionInterface` and every submodule reads the model's one config object."""
+    configs = {id(module.config) for module in model.modules() if isinstance(getattr(module, "config", None),
+                                                                              type(model.config))}
+    return (model.config._attn_implementation in ("sdpa", "eager") and type(model)._can_set_attn_implementation()
+            and configs == {id(model.config)} and not softcapped(model))
+
+
+@contextmanager
+def tree_attention_enabled(model) -> Iterator[None]:
+    """Inside the block, `model` runs its attention with `tree_attention.tree_attention_forward`.
+    Registering a name is transformers' own extension point; sdpa's mask function is registered
+    with it, so a forward that leaves its mask to transformers still gets a correct one. The switch
+    is the config's own `_attn_implementation` setter (what `set_attn_implementation` ends in,
+    without its walk over every module: ~1 ms a forward on a 30-layer model)."""
+    name = tree_attention.NAME
+    if name not in AttentionInterface._global_mapping:
+        AttentionInterface.register(name, tree_attention.tree_attention_forward)
+        AttentionMaskInterface.register(name, sdpa_mask)
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = name
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = previous

@@ -24,14 +24,6 @@ def query_positions(parents: torch.Tensor, cache_length: int) -> torch.Tensor:
     return tree_depths(query_parents(parents)) + cache_length
 
 
-def allowed_keys(
-    parents: torch.Tensor, cache_length: int, visible_cached: int, window: int | None
-) -> torch.Tensor:
-    """[Q, visible_cached + Q] bool for a verifier forward over [last committed token, tree nodes]."""
-    q_pos = query_positions(parents, cache_length)
-    return block_allowed(q_pos, ancestor_mask(query_parents(parents)), q_pos, cache_length, visible_cached, window)
-
-
 def block_allowed(
     query_pos: torch.Tensor,
     tree_allowed: torch.Tensor,
@@ -60,15 +52,16 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype, device) -> torch.Te
 
     A bool mask is silently wrong under eager attention and an int mask under both (hf notes, Q1).
     """
-    mask = torch.zeros(allowed.shape, dtype=dtype)
+    allowed = allowed.to(device)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[None, None].to(device)
+    return mask[None, None]
 
 
 @dataclass(frozen=True)
 class QuerySlots:
     """Extra query rows a drafter adds to a verifier forward (TiDAR's pre-draft blocks): their
-    logits come back in `HFVerifier.slot_logits`, their KV entries are dropped before the next step.
+    logits come back in `VerifyOutput.slot_logits`, their KV entries are dropped before the next step.
 
     tokens [E]; positions [E] absolute; sees [E, E] bool: which slots each slot attends to (itself
     included, if it should). Every slot sees the visible cached keys. anchors [E] (a `score`

@@ -6,10 +6,12 @@ The processors are transformers' own (`RepetitionPenaltyLogitsProcessor`,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from transformers import LogitsProcessorList, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
-from specdiff.types import DraftTree, path_to
+from specdiff.types import DraftTree, ancestor_mask, tree_depths
 
 
 def build_processors(repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0) -> LogitsProcessorList:
@@ -21,29 +23,48 @@ def build_processors(repetition_penalty: float = 1.0, no_repeat_ngram_size: int 
     return processors
 
 
-def row_contexts(tree: DraftTree, committed: list[int]) -> list[list[int]]:
-    """[1 + N] contexts: row 0 = committed ids, row i + 1 = committed ids + path to node i."""
-    tokens = tree.tokens.tolist()
-    return [committed] + [committed + [tokens[j] for j in path_to(tree.parents, i)] for i in range(tree.num_nodes)]
+@dataclass(frozen=True)
+class RowContexts:
+    """Per-row context ids as one tensor: ids [R, L], row r's context is ids[r, :lengths[r]]; past
+    its length a row is padded with its own first id (harmless for set-based processors)."""
+
+    ids: torch.Tensor
+    lengths: list[int]
+
+    @classmethod
+    def from_lists(cls, contexts: list[list[int]]) -> "RowContexts":
+        width = max((len(context) for context in contexts), default=0)
+        return cls(torch.tensor([context + context[:1] * (width - len(context)) if context else [0] * width
+                                 for context in contexts], dtype=torch.long).reshape(len(contexts), width),
+                   [len(context) for context in contexts])
+
+    @classmethod
+    def for_tree(cls, tree: DraftTree, committed: torch.Tensor) -> "RowContexts":
+        """[1 + N] rows: row 0 = committed [T], row i + 1 = committed + the path to node i; built with
+        tensor ops (no per-node Python copy of the context)."""
+        T, N = len(committed), tree.num_nodes
+        depths = tree_depths(tree.parents)  # [N]
+        D = int(depths.max()) + 1 if N else 0
+        ids = committed[:1].repeat(1 + N, T + D)  # [1 + N, T + D], padded with the first id
+        ids[:, :T] = committed
+        node, ancestor = ancestor_mask(tree.parents).nonzero(as_tuple=True)  # ancestor is on node's path
+        ids[1 + node, T + depths[ancestor]] = tree.tokens.cpu()[ancestor]
+        return cls(ids, [T] + (T + depths + 1).tolist())
 
 
-def process_rows(processors: LogitsProcessorList | None, contexts: list[list[int]],
+def process_rows(processors: LogitsProcessorList | None, contexts: RowContexts | list[list[int]],
                  logits: torch.Tensor) -> torch.Tensor:
     """logits [R, V] -> processed logits, row r with context ids `contexts[r]`."""
     if not processors:
         return logits
-    if len(contexts) > 1 and all(contexts) and all(_set_based(p) for p in processors):
-        # The penalty only asks which ids occur, so each context can be padded with its own first id
-        # and every row goes through in one call.
-        width = max(len(context) for context in contexts)
-        ids = torch.tensor([context + context[:1] * (width - len(context)) for context in contexts],
-                           device=logits.device)
+    if not isinstance(contexts, RowContexts):
+        contexts = RowContexts.from_lists(contexts)
+    ids = contexts.ids.to(logits.device)
+    if len(contexts.lengths) > 1 and min(contexts.lengths) > 0 and all(_set_based(p) for p in processors):
+        # The penalty only asks which ids occur, so the padded rows go through in one call.
         return processors(ids, logits.clone())
-    rows = []
-    for context, row in zip(contexts, logits):
-        ids = torch.tensor([context], device=logits.device)
-        rows.append(processors(ids, row[None].clone())[0])
-    return torch.stack(rows)
+    return torch.stack([processors(ids[r : r + 1, :length], row[None].clone())[0]
+                        for r, (length, row) in enumerate(zip(contexts.lengths, logits))])
 
 
 def _set_based(processor) -> bool:
@@ -53,8 +74,9 @@ def _set_based(processor) -> bool:
 
 
 def apply_per_node(processors: LogitsProcessorList, tree: DraftTree, logits: torch.Tensor,
-                   committed: list[int]) -> torch.Tensor:
-    """logits [1 + N, V] -> processed logits, each row with its own root-to-node context."""
+                   committed: torch.Tensor) -> torch.Tensor:
+    """logits [1 + N, V] -> processed logits, each row with its own root-to-node context;
+    committed [T] the committed ids."""
     if not processors:
         return logits
-    return process_rows(processors, row_contexts(tree, committed), logits)
+    return process_rows(processors, RowContexts.for_tree(tree, committed), logits)

@@ -6,6 +6,7 @@ import torch
 import tiny
 from specdiff import AdaptiveDraftLength, FixedDraftLength, SpecDiff
 from specdiff.types import TokenLattice
+from specdiff.drafters.base import DraftNeeds
 
 
 def test_starts_at_k_max_and_follows_eq_11():
@@ -60,6 +61,8 @@ class LatticeWithEos:
     """A model-free drafter: a lattice whose argmax is EOS at `eos_position`."""
 
     forward_count = 0
+    needs = DraftNeeds()
+    k = 6
 
     def __init__(self, eos_id: int, eos_position: int, length: int = 6):
         tokens = [5 + i for i in range(length)]

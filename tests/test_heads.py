@@ -125,19 +125,19 @@ def test_refuses_a_mismatched_target(tmp_path):
 def test_captured_state_is_the_one_that_produced_the_last_committed_token(model_type):
     model = tiny.build(model_type)
     prompt = tiny.repetitive_prompt(12)[0].tolist()
-    verifier = HFVerifier(model)
-    verifier.capture_hidden = True
-    verifier.prefill(prompt)  # the cache holds prompt[:-1]: its last row predicts prompt[-1]
-    torch.testing.assert_close(verifier.last_hidden_at_commit(), full_hidden(model, prompt)[-2], atol=1e-5, rtol=0)
-    logits = verifier.score(DraftTree.chain([7, 8, 9]))
+    verifier = HFVerifier(model, hidden_layers=(-1,))
+    prefilled = verifier.prefill(prompt)  # the cache holds prompt[:-1]: its last row predicts prompt[-1]
+    torch.testing.assert_close(prefilled.hidden_at(0)[0], full_hidden(model, prompt)[-2], atol=1e-5, rtol=0)
+    scored = verifier.score(DraftTree.chain([7, 8, 9]))
     with torch.no_grad():  # it is the LM head's input
-        torch.testing.assert_close(model.get_output_embeddings()(verifier.last_hidden), logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(model.get_output_embeddings()(scored.hidden[0]), scored.logits, atol=1e-4, rtol=0)
     verifier.commit([0, 1], next_token=11)  # nodes 7, 8 accepted, 11 the bonus
     committed = prompt + [7, 8, 11]
     assert verifier.committed == committed
-    torch.testing.assert_close(verifier.last_hidden_at_commit(), full_hidden(model, committed)[-2], atol=1e-4, rtol=0)
-    verifier.prefill([5])  # a new one-token prompt: nothing was run, so nothing is held
-    assert verifier.last_hidden_at_commit() is None
+    torch.testing.assert_close(scored.hidden_at(2)[0], full_hidden(model, committed)[-2], atol=1e-4, rtol=0)
+    again = verifier.prefill(committed)  # nothing new to cache: one row is re-fed for its state
+    torch.testing.assert_close(again.hidden_at(0)[0], full_hidden(model, committed)[-2], atol=1e-4, rtol=0)
+    assert verifier.prefill([5]).hidden is None  # a new one-token prompt: nothing was run
 
 
 class RecordingHeadsDrafter(HeadsDrafter):
@@ -334,7 +334,7 @@ def test_registered_methods_build_and_stay_exact(tmp_path):
         method = methods.get(name)
         heads = method.load_drafter(str(tmp_path / "heads"), torch.float32, "cpu")
         spec = methods.build(name, model, None, heads)
-        assert spec.verifier.capture_hidden and spec.draft_length.current() == 3
+        assert spec.verifier.hidden_layers == (-1,) and spec.draft_length.current() == 3
         assert spec.generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected
     with pytest.raises(FileNotFoundError, match="not shipped"):
         methods.get("heads").load_drafter("no-such-heads", torch.float32, "cpu")

@@ -82,18 +82,18 @@ def test_slot_logits_equal_separate_forwards(model_type):
     B = 3
     drafter = TiDARDrafter(model, block_size=B)
     verifier = HFVerifier(model)
-    verifier.prefill(committed, drafter.query_slots(committed, None))
+    prefilled = verifier.prefill(committed, drafter.query_slots(committed, None))
     prefill_block = separate_block_logits(model, committed, B)
-    torch.testing.assert_close(verifier.slot_logits[1:], prefill_block, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(prefilled.slot_logits[1:], prefill_block, atol=1e-4, rtol=1e-4)
     # a branching tree: c -> 40 -> 41, c -> 42
     tree = DraftTree(tokens=torch.tensor([40, 41, 42]), parents=torch.tensor([-1, 0, -1]))
     plain = HFVerifier(model)
     plain.prefill(committed)
-    main = verifier.score(tree, drafter.query_slots(committed, tree))
-    torch.testing.assert_close(main, plain.score(tree), atol=1e-4, rtol=1e-4)  # slots never change main rows
+    scored = verifier.score(tree, drafter.query_slots(committed, tree))
+    torch.testing.assert_close(scored.logits, plain.score(tree).logits, atol=1e-4, rtol=1e-4)  # slots never change main rows
     for row, path in enumerate([[], [40], [40, 41], [42]]):
         expected = separate_block_logits(model, committed + path, B)
-        torch.testing.assert_close(verifier.slot_logits[row * B:(row + 1) * B], expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(scored.slot_logits[row * B:(row + 1) * B], expected, atol=1e-4, rtol=1e-4)
 
 
 def test_cache_after_commit_holds_committed_only():
@@ -113,7 +113,7 @@ def test_cache_after_commit_holds_committed_only():
     fresh = HFVerifier(model)
     fresh.prefill(verifier.committed)
     probe = DraftTree.chain(torch.tensor([60]))
-    torch.testing.assert_close(verifier.score(probe), fresh.score(probe), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(verifier.score(probe).logits, fresh.score(probe).logits, atol=1e-4, rtol=1e-4)
 
 
 ARCHITECTURES = ["llama", "qwen2", "gpt2", "gpt_neox", "phi3", "gemma2", "gemma3_text", "mistral"]
@@ -238,7 +238,7 @@ def test_cli_generate_with_the_zoo_tidar_model():
 
     from specdiff.cli.main import cli
 
-    result = CliRunner().invoke(cli, ["generate", "--target", "stdlib-target", "--method", "tidar-lean",
-                                      "--max-new-tokens", "8", "import os\n"])
+    args = ["generate", "--target", "stdlib-target", "--method", "tidar-lean", "--max-new-tokens", "8", "import os\n"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "decodes its own model zoo:stdlib-tidar" in result.output and "tau" in result.output

@@ -8,7 +8,7 @@ import torch
 import tiny
 from specdiff import SpecDiff, TokenLattice
 from specdiff.drafters import AutoregressiveDrafter
-from specdiff.drafters.base import DraftContext
+from specdiff.drafters.base import DraftContext, DraftNeeds
 from specdiff.lattice import ContextLattice
 from specdiff.trees import Chain, OptTree, StaticTree, TreeRecorder, draw_tree, to_networkx
 from specdiff.types import DraftTree, tree_depths
@@ -97,6 +97,8 @@ class TopKLatticeDrafter:
     """Test-only lattice drafter: row i holds the `top_k` tokens of `model`'s distribution at the i-th
     step of its own greedy continuation, so rows are independent of the candidates chosen above.
     The lattice carries its context, for causal proxies."""
+
+    needs = DraftNeeds()
 
     def __init__(self, model, k: int = 4, top_k: int = 3):
         self.model, self.k, self.top_k = model, k, top_k

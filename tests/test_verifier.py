@@ -26,7 +26,7 @@ def test_tree_logits_equal_sequential(model_type, attn):
     prefix = tiny.repetitive_prompt(9)[0].tolist()
     verifier = HFVerifier(model)
     verifier.prefill(prefix)
-    logits = verifier.score(TREE)
+    logits = verifier.score(TREE).logits
     assert logits.shape == (1 + TREE.num_nodes, model.config.vocab_size)
     torch.testing.assert_close(logits[0], sequential_logits(model, prefix), atol=1e-4, rtol=0)
     for node in range(TREE.num_nodes):
@@ -47,7 +47,7 @@ def test_commit_compacts_cache_to_accepted_path(model_type, attn):
     assert verifier.committed == committed
     assert verifier.cache.get_seq_length() == len(committed) - 1
     # the next forward continues exactly as sequential decoding of the committed ids
-    logits = verifier.score(DraftTree.chain([8]))
+    logits = verifier.score(DraftTree.chain([8])).logits
     torch.testing.assert_close(logits[0], sequential_logits(model, committed), atol=1e-4, rtol=0)
     torch.testing.assert_close(logits[1], sequential_logits(model, committed + [8]), atol=1e-4, rtol=0)
 

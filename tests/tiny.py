@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 VOCAB = 256
+# benchmarks/device_check.sh runs the lossless tests on a GPU with SPECDIFF_TEST_DEVICE=cuda.
+DEVICE = os.environ.get("SPECDIFF_TEST_DEVICE", "cpu")
 
 _COMMON = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                intermediate_size=128, initializer_range=0.08, max_position_embeddings=512,
@@ -41,7 +45,7 @@ def build(model_type: str, attn: str = "sdpa", seed: int = 0, eos: bool = False,
     if not eos:
         config.eos_token_id = None
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn).eval()
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn).to(DEVICE).eval()
     if not eos:
         model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
@@ -50,6 +54,7 @@ def build(model_type: str, attn: str = "sdpa", seed: int = 0, eos: bool = False,
 
 def reference(model, prompt_ids: torch.Tensor, max_new_tokens: int, **kwargs) -> list[int]:
     """Plain greedy `generate`, the ground truth for every lossless test."""
+    prompt_ids = prompt_ids.to(model.device)
     out = model.generate(prompt_ids, max_new_tokens=max_new_tokens, do_sample=False,
                          attention_mask=torch.ones_like(prompt_ids), **kwargs)
     return out[0, prompt_ids.shape[1]:].tolist()

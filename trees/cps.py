@@ -13,11 +13,12 @@ from typing import Protocol, Sequence
 
 import torch
 
-from specdiff import hf_compat
+from specdiff.hf_compat import output_vocab_size
+from specdiff.kv import CachedLM
 from specdiff.lattice import ContextLattice
-from specdiff.masks import additive_mask, allowed_keys, query_positions
+from specdiff.masks import query_parents, query_positions
 from specdiff.trees.static import truncate_depth
-from specdiff.types import DraftTree, ProposalKind, TokenLattice, tree_depths, tree_from_sequences
+from specdiff.types import DraftTree, ProposalKind, TokenLattice, ancestor_mask, tree_depths, tree_from_sequences
 
 
 class CausalProxy(Protocol):
@@ -124,24 +125,22 @@ def _with_draft_probs(tree: DraftTree, lattice: TokenLattice) -> DraftTree:
 class CausalLMProxy:
     """A small Hugging Face causal LM as the proxy ("a tiny causal LM", DiffuSpec §3.3).
 
-    It keeps a KV cache of the committed context (all but the last token, like the verifier) and
-    scores every beam's prefix in one forward per search depth, the beams merged into a tree.
+    Its model and KV cache are a `CachedLM` holding the committed context (all but the last token,
+    like the verifier); it scores every beam's prefix in one forward per search depth, the beams
+    merged into a tree.
     """
 
     def __init__(self, model):
-        hf_compat.check_supported(model)
-        self.model = model.eval()
-        self.vocab_size = hf_compat.output_vocab_size(model)
-        self.forward_count = 0
-        self.reset()
-
-    def reset(self) -> None:
-        self.cache = None
-        self.cached_ids: list[int] = []
+        self.lm = CachedLM(model.eval())
+        self.model = model
+        self.vocab_size = output_vocab_size(model)
 
     @property
-    def device(self):
-        return self.model.get_output_embeddings().weight.device
+    def forward_count(self) -> int:
+        return self.lm.forward_count
+
+    def reset(self) -> None:
+        self.lm.reset()
 
     @torch.inference_mode()
     def log_probs(self, context: Sequence[int], prefixes: list[list[int]], candidates: torch.Tensor) -> torch.Tensor:
@@ -158,35 +157,18 @@ class CausalLMProxy:
         return out
 
     def _sync(self, ids: list[int]) -> None:
-        """Cache exactly `ids`; a context that extends the cached one reuses it (it only grows in a request)."""
-        if self.cache is None or self.cached_ids != ids[: len(self.cached_ids)]:
-            self.cache, self.cached_ids = hf_compat.new_cache(self.model), []
-        new = ids[len(self.cached_ids):]
-        if new:
-            positions = torch.arange(len(self.cached_ids), len(ids))[None].to(self.device)
-            hf_compat.forward(self.model, torch.tensor([new], device=self.device), self.cache, position_ids=positions)
-            self.forward_count += 1
-            hf_compat.trim_to_window(self.cache)
-        self.cached_ids = ids
+        """Cache exactly `ids`, reusing the longest cached prefix."""
+        kept = self.lm.sync(ids)
+        if kept < len(ids):
+            self.lm.forward(ids[kept:])
 
     def _tree_logits(self, last_token: int, tree: DraftTree) -> torch.Tensor:
         """Logits [1 + N, V] after the last committed token and after each tree node; the cache is left as it was."""
-        cache_length = len(self.cached_ids)
-        dtype = self.model.get_output_embeddings().weight.dtype
-        cache = self.cache
-        masks = {
-            group.name: additive_mask(
-                allowed_keys(tree.parents, cache_length, hf_compat.visible_cache_rows(cache, group), group.window),
-                dtype, self.device,
-            )
-            for group in hf_compat.layer_groups(cache)
-        }
-        ids = torch.cat([torch.tensor([last_token]), tree.tokens])[None].to(self.device)
-        positions = query_positions(tree.parents, cache_length)[None].to(self.device)
-        out = hf_compat.forward(self.model, ids, cache, hf_compat.pack_masks(masks), positions)
-        self.forward_count += 1
-        hf_compat.drop_last(cache, 1 + tree.num_nodes)
-        return out.logits[0].float()
+        ids = torch.cat([torch.tensor([last_token]), tree.tokens])
+        positions = query_positions(tree.parents, len(self.lm.ids))
+        out = self.lm.forward(ids, positions, ancestor_mask(query_parents(tree.parents)))
+        self.lm.drop(1 + tree.num_nodes)
+        return out.logits.float()
 
 
 def _last_node(tree: DraftTree, sequence: list[int]) -> int:

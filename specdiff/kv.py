@@ -1,0 +1,209 @@
+"""CachedLM: one model, its KV cache and the ids in it (DESIGN.md §3, the foundation engine).
+
+The verifier and every cached drafter drive their model through this class:
+
+- `sync(ids)` crops the cache to its longest common prefix with `ids` and returns how many rows it kept;
+- `forward(ids, positions, visible)` feeds rows: with `visible` None they extend the committed ids
+  causally; with `visible` [Q, R] they are pending rows (a tree, a mask block, query slots) that see
+  every committed row and, among the last R rows (pending rows already in the cache, then their
+  own), those marked True;
+- `compact(keep)` makes pending rows `keep` committed and drops the others; `drop(n)` drops rows.
+
+Three attention paths. The tree path (`specdiff.tree_attention`) leaves the committed rows unmasked
+and masks only the [Q, R] block. Where it does not apply (sliding windows that cut the context,
+logit soft-capping, models whose attention bypasses transformers' `AttentionInterface`), a chain over
+full-attention layers takes the model's own causal mask, as `generate` does (the causal path), and
+anything else gets a float mask over every visible key (the additive path). `last_path` and
+`path_counts` say which one ran.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from specdiff import hf_compat, tree_attention
+from specdiff.masks import additive_mask, block_allowed
+
+TREE_PATH, ADDITIVE_PATH, CAUSAL_PATH = "tree", "additive", "causal"
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """How many leading ids two sequences share: what a cache can keep of its last context.
+    The common case (one extends the other) is one C-level list comparison, no Python loop."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    return next(i for i in range(n) if a[i] != b[i])
+
+
+@dataclass(frozen=True)
+class ForwardOutput:
+    """logits [Q, V] (model dtype); hidden [len(layers), Q, H] when asked (-1 is the LM head's
+    input, after the final norm; i >= 0 is `output_hidden_states[i]`); path: which attention ran."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor | None
+    path: str
+
+
+class CachedLM:
+    """An unmodified Hugging Face causal LM with a prefix KV cache of `ids` and pending rows after it."""
+
+    def __init__(self, model, tree_attention_path: bool = True, causal_chains: bool = True):
+        hf_compat.check_supported(model)
+        self.model = model
+        self.tree_attention_path = tree_attention_path and hf_compat.tree_attention_supported(model)
+        self.causal_chains = causal_chains
+        self.forward_count = 0
+        self.path_counts: Counter[str] = Counter()
+        self.last_path: str | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache = None
+        self.ids: list[int] = []  # the committed ids whose rows are cached, at positions 0..len - 1
+        self._pending_positions = torch.zeros(0, dtype=torch.long)  # [P] positions of the pending rows
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_output_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_output_embeddings().weight.dtype
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending_positions)
+
+    def _fresh(self) -> None:
+        self.reset()
+        self.cache = hf_compat.new_cache(self.model)
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+
+    def sync(self, ids: list[int]) -> int:
+        """Drop the pending rows, then crop to the longest common prefix with `ids`; returns its length.
+
+        A sliding-window layer keeps only its window, so once the committed rows outgrew it, cropped
+        rows cannot be given back: the cache then starts afresh.
+        """
+        if self.cache is None:
+            self._fresh()
+            return 0
+        self.drop(self.pending)
+        keep = common_prefix_length(self.ids, ids)
+        removed = len(self.ids) - keep
+        if removed and any(len(self.ids) > group.window - 1 for group in self._groups() if group.window):
+            self._fresh()
+            return 0
+        self.drop(removed)
+        return keep
+
+    def drop(self, num_rows: int) -> None:
+        """Remove the last `num_rows` rows (pending ones first, then committed ones)."""
+        if num_rows <= 0:
+            hf_compat.trim_to_window(self.cache)
+            return
+        hf_compat.drop_last(self.cache, num_rows)
+        from_pending = min(num_rows, self.pending)
+        self._pending_positions = self._pending_positions[: self.pending - from_pending]
+        from_committed = num_rows - from_pending
+        if from_committed:
+            del self.ids[-from_committed:]
+
+    def compact(self, keep: list[int], ids: list[int]) -> None:
+        """Commit pending rows `keep` (ascending indices into the pending rows; `ids` their tokens,
+        whose positions must follow the committed ones) and drop the other pending rows."""
+        if len(keep) != len(ids):
+            raise ValueError(f"compact: {len(keep)} rows to keep but {len(ids)} ids for them")
+        hf_compat.compact(self.cache, keep, num_new=self.pending)
+        self._pending_positions = self._pending_positions[:0]
+        self.ids.extend(ids)
+
+    # --- the forward -----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward(self, ids: list[int] | torch.Tensor, positions: torch.Tensor | None = None,
+                visible: torch.Tensor | None = None, hidden_layers: tuple[int, ...] = ()) -> ForwardOutput:
+        """Feed `ids` [Q]. visible None: a causal continuation of the committed ids (no pending rows
+        allowed), committed at once. Else positions [Q] (absolute) and visible [Q, R] bool over the
+        last R = pending + Q rows; the rows stay pending until `compact` or `drop`."""
+        if self.cache is None:
+            self._fresh()
+        ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+        Q = len(ids)
+        if visible is None:
+            if self.pending:
+                raise ValueError("a causal forward cannot follow pending rows: compact or drop them first")
+            positions = torch.arange(len(self.ids), len(self.ids) + Q)
+        elif positions is None or positions.shape != (Q,) or visible.shape != (Q, self.pending + Q):
+            raise ValueError(f"forward: {Q} ids need positions [{Q}] and visible [{Q}, {self.pending + Q}]")
+        mask, path = self._mask(positions, visible)
+        run = self._run(ids, positions, mask, path, hidden_layers)
+        if visible is None:
+            self.ids.extend(ids.tolist())
+            hf_compat.trim_to_window(self.cache)
+        else:
+            self._pending_positions = torch.cat([self._pending_positions, positions.cpu()])
+        return run
+
+    def _run(self, ids, positions, mask, path, hidden_layers) -> ForwardOutput:
+        want_states = any(layer >= 0 for layer in hidden_layers)
+        input_ids, position_ids = ids[None].to(self.device), positions[None].to(self.device)
+        with hf_compat.capture_last_hidden(self.model, -1 in hidden_layers) as last, self._attention(path):
+            out = hf_compat.forward(self.model, input_ids, self.cache, mask, position_ids,
+                                    output_hidden_states=want_states)
+        self.forward_count += 1
+        self.path_counts[path] += 1
+        self.last_path = path
+        hidden = None
+        if hidden_layers:
+            hidden = torch.stack([last.value[0] if layer < 0 else out.hidden_states[layer][0]
+                                  for layer in hidden_layers])  # [layers, Q, H]
+        return ForwardOutput(out.logits[0], hidden, path)
+
+    def _attention(self, path: str):
+        if path == TREE_PATH:
+            return hf_compat.tree_attention_enabled(self.model)
+        return nullcontext()
+
+    def _groups(self) -> list[hf_compat.LayerGroup]:
+        return hf_compat.layer_groups(self.cache)
+
+    def _mask(self, positions: torch.Tensor, visible: torch.Tensor | None):
+        """(attention_mask for transformers, path). Causal continuations leave the mask to transformers."""
+        if visible is None:
+            return None, CAUSAL_PATH
+        groups = self._groups()
+        if self.tree_attention_path and all(self._window_covers(group, positions) for group in groups):
+            block = additive_mask(visible.to(self.device), self.dtype, self.device)  # [1, 1, Q, R]
+            return hf_compat.pack_masks({group.name: block for group in groups}), TREE_PATH
+        if (self.causal_chains and self._causal_continuation(positions, visible)
+                and hf_compat.full_attention_only(self.cache)):
+            return None, CAUSAL_PATH  # a chain over full attention: the model's own causal mask, as `generate`
+        key_positions = torch.cat([self._pending_positions, positions.cpu()])
+        return hf_compat.pack_masks({
+            group.name: additive_mask(
+                block_allowed(positions.cpu(), visible.cpu(), key_positions, len(self.ids),
+                              hf_compat.visible_cache_rows(self.cache, group) - self.pending, group.window),
+                self.dtype, self.device)
+            for group in groups
+        }), ADDITIVE_PATH
+
+    def _causal_continuation(self, positions: torch.Tensor, visible: torch.Tensor) -> bool:
+        """Rows that follow the committed ones in order, each seeing all before it (a chain)."""
+        Q = len(positions)
+        return (not self.pending and torch.equal(positions.cpu(), torch.arange(len(self.ids), len(self.ids) + Q))
+                and torch.equal(visible.cpu(), torch.ones(Q, Q, dtype=torch.bool).tril()))
+
+    def _window_covers(self, group: hf_compat.LayerGroup, positions: torch.Tensor) -> bool:
+        """A sliding window that shows every cached row and reaches back to position 0 masks nothing."""
+        if group.window is None:
+            return True
+        rows = len(self.ids) + self.pending
+        return rows <= group.window - 1 and int(positions.max()) < group.window

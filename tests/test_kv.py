@@ -1,0 +1,132 @@
+"""CachedLM: the tree-attention path equals the additive-mask path; one engine serves every cached model."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny
+from specdiff import SpecDiff
+from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
+from specdiff.kv import ADDITIVE_PATH, CAUSAL_PATH, TREE_PATH, CachedLM
+from specdiff.masks import query_parents, query_positions
+from specdiff.types import DraftTree, ancestor_mask
+
+BRANCHING = DraftTree(torch.tensor([5, 9, 17, 33, 65, 129, 7, 11, 13, 40, 41, 42]),
+                      torch.tensor([-1, -1, 0, 0, 1, 2, 2, 3, 4, 5, 7, -1]))
+CHAIN = DraftTree.chain([12, 99, 4, 201, 37, 8])
+FAST_ARCHS = ["llama", "qwen2", "qwen3", "mistral", "phi3", "phi", "gemma", "gemma3_text", "gpt2", "gpt_neox",
+              "opt", "gpt_bigcode", "olmo2", "stablelm", "granite"]
+
+
+def tree_logits(model, tree: DraftTree, fast: bool, prefix: list[int]) -> tuple[torch.Tensor, str]:
+    """fast: the engine's choice of path; else the additive path, the reference."""
+    lm = CachedLM(model, tree_attention_path=fast, causal_chains=fast)
+    lm.forward(prefix)
+    ids = torch.cat([torch.tensor([3]), tree.tokens])
+    out = lm.forward(ids, query_positions(tree.parents, len(prefix)), ancestor_mask(query_parents(tree.parents)))
+    return out.logits.float(), out.path
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("model_type", FAST_ARCHS)
+def test_tree_path_equals_additive_path(model_type, attn):
+    model = tiny.build(model_type, attn)
+    prefix = tiny.repetitive_prompt(9)[0].tolist()
+    for tree in (BRANCHING, CHAIN):
+        fast, fast_path = tree_logits(model, tree, True, prefix)
+        slow, slow_path = tree_logits(model, tree, False, prefix)
+        assert (fast_path, slow_path) == (TREE_PATH, ADDITIVE_PATH)
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen3"])
+def test_tree_path_with_pending_rows(model_type):
+    """Two forwards of tree rows (an AR drafter's beam): the second sees the first's pending rows."""
+    model = tiny.build(model_type)
+    prefix = tiny.repetitive_prompt(9)[0].tolist()
+    outputs = []
+    for fast in (True, False):
+        lm = CachedLM(model, tree_attention_path=fast, causal_chains=fast)
+        lm.forward(prefix)
+        first = lm.forward([7, 8], torch.tensor([9, 9]), torch.eye(2, dtype=torch.bool))
+        visible = torch.tensor([[True, False, True, False], [False, True, False, True]])  # child of 7, child of 8
+        second = lm.forward([20, 21], torch.tensor([10, 10]), visible)
+        outputs.append(torch.cat([first.logits, second.logits]).float())
+        assert lm.pending == 4
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=0)
+
+
+def test_fallbacks_say_which_path_ran():
+    prefix = tiny.repetitive_prompt(20)[0].tolist()
+    narrow = tiny.build("mistral", sliding_window=8)  # the window cuts the context: additive path
+    assert tree_logits(narrow, CHAIN, True, prefix)[1] == ADDITIVE_PATH
+    softcapped = tiny.build("gemma2", "eager")  # attention logit soft-capping
+    assert tree_logits(softcapped, CHAIN, True, prefix)[1] == ADDITIVE_PATH
+    falcon = tiny.build("falcon")  # attention that does not go through transformers' AttentionInterface
+    assert tree_logits(falcon, BRANCHING, True, prefix)[1] == ADDITIVE_PATH
+    chain, path = tree_logits(falcon, CHAIN, True, prefix)  # a chain: the model's own causal mask
+    assert path == CAUSAL_PATH
+    torch.testing.assert_close(chain, tree_logits(falcon, CHAIN, False, prefix)[0], atol=1e-5, rtol=0)
+
+
+def test_sync_compact_drop_keep_the_ids_in_step():
+    model = tiny.build("llama")
+    lm = CachedLM(model)
+    lm.forward([5, 6, 7, 8])
+    assert lm.sync([5, 6, 9]) == 2 and lm.ids == [5, 6] and lm.cache.get_seq_length() == 2
+    lm.forward([40, 41, 42], torch.tensor([2, 3, 3]), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]]).bool())
+    lm.compact([0, 2], [40, 42])
+    assert lm.ids == [5, 6, 40, 42] and lm.pending == 0 and lm.cache.get_seq_length() == 4
+    lm.drop(1)
+    assert lm.ids == [5, 6, 40] and lm.cache.get_seq_length() == 3
+    # the compacted cache continues exactly like a fresh one
+    fresh = CachedLM(model)
+    torch.testing.assert_close(lm.forward([7]).logits, fresh.forward([5, 6, 40, 7]).logits[-1:], atol=1e-5, rtol=0)
+
+
+def test_greedy_equals_generate_on_both_paths():
+    model = tiny.build("qwen3")
+    prompt = tiny.repetitive_prompt()
+    expected = tiny.reference(model, prompt, 24)
+    spec = SpecDiff(model, PromptLookupDrafter(ngram=2, k=5))
+    assert spec.generate(prompt, max_new_tokens=24).token_ids == expected
+    assert spec.verifier.lm.path_counts[TREE_PATH] > 0
+    spec = SpecDiff(model, AutoregressiveDrafter(tiny.build("llama", seed=1), k=3, top_k=2))
+    spec.verifier.lm.tree_attention_path = False
+    assert spec.generate(prompt, max_new_tokens=24).token_ids == expected
+    assert spec.verifier.lm.path_counts[TREE_PATH] == 0 and spec.verifier.lm.path_counts[ADDITIVE_PATH] > 0
+
+
+# --- one engine, used everywhere ---------------------------------------------------------------------
+
+CACHE_CALLS = {"new_cache", "forward", "compact", "drop_last", "trim_to_window", "layer_groups",
+               "visible_cache_rows", "pack_masks", "capture_last_hidden", "tree_attention_enabled"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_code_calls(path: Path) -> list[str]:
+    """Calls in `path` of hf_compat's cache and forward helpers, or of a model's forward with a cache."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "specdiff.hf_compat":
+            found += [alias.name for alias in node.names if alias.name in CACHE_CALLS]
+        if isinstance(node, ast.Attribute) and node.attr in CACHE_CALLS and getattr(node.value, "id", "") == "hf_compat":
+            found.append(node.attr)
+        if isinstance(node, ast.Call) and any(k.arg in ("cache", "past_key_values") for k in node.keywords):
+            found.append(ast.unparse(node.func))
+        if isinstance(node, ast.Name) and node.id == "DynamicCache":
+            found.append("DynamicCache")
+    return found
+
+
+@pytest.mark.parametrize("folder", ["drafters", "trees", "verifiers"])
+def test_cached_models_use_the_one_engine(folder):
+    offenders = {str(path.relative_to(ROOT)): calls for path in sorted((ROOT / folder).glob("*.py"))
+                 if (calls := cache_code_calls(path))}
+    assert not offenders, f"cache code outside specdiff.kv (use CachedLM): {offenders}"
+
+
+def test_the_probe_finds_cache_code():
+    assert cache_code_calls(ROOT / "specdiff" / "kv.py")  # the engine itself is what it looks for
