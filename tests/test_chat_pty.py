@@ -63,10 +63,22 @@ def test_two_turns_stats_reset_and_exit(tiny_models):  # noqa: F811
     assert "new tokens: 16 " in transcript
 
 
-def test_ctrl_c_stops_the_reply_not_the_program(tiny_models):  # noqa: F811
+def long_context_copy(target, directory):
+    """The tiny target with 16k positions: a reply long enough (seconds, even on a fast machine) that
+    the interrupt always lands mid-reply, however late a busy machine delivers it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(target)
+    model.config.max_position_embeddings = 16384
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(target).save_pretrained(directory)
+    return directory
+
+
+def test_ctrl_c_stops_the_reply_not_the_program(tiny_models, tmp_path):  # noqa: F811
     target, drafter = tiny_models
-    # Long enough that the interrupt lands mid-reply (the tiny target allows 512 positions).
-    child = spawn_chat("--target", target, "--drafter", drafter, "--method", "ar", "--max-new-tokens", 480)
+    target = long_context_copy(target, tmp_path / "long-target")
+    child = spawn_chat("--target", target, "--drafter", drafter, "--method", "ar", "--max-new-tokens", 16000)
     child.sendline("def add(a, b):")
     child.expect_exact("def add(a, b):\r\n")  # the terminal's echo of the line
     child.expect(r".")  # the first streamed text: the reply is under way
