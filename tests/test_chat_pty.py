@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -22,8 +23,10 @@ def spawn_chat(*args):
     if command is None:
         pytest.skip("the specdiff console script is not installed")
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", TERM="dumb")
+    # A test run started in the background (`pytest &`) inherits SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt: give the chat the default disposition a terminal user's shell gives it.
     child = pexpect.spawn(command, ["chat", *map(str, args)], env=env, encoding="utf-8", timeout=TIMEOUT,
-                          dimensions=(40, 200))
+                          dimensions=(40, 200), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     child.logfile_read = io.StringIO()  # the whole transcript, for the no-traceback check
     child.expect(">>> ")
     return child
