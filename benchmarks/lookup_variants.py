@@ -1,9 +1,10 @@
 """Probe behind PromptLookupMethod's min_ngram=2 (issue 13): HF prompt lookup vs SpecDiff's lookup as a
-chain / trie backing off to 1-grams or to 2-grams, on Spec-Bench prompts (2 per category, 64 tokens, fp32).
+chain / trie backing off to 1-grams or to 2-grams, on Spec-Bench prompts (2 per category, 64 tokens; dtype from argv, default fp32).
 Prints cumulative tokens/s after each prompt, then (tokens/s, tau) per variant.
 
-    OMP_NUM_THREADS=1 python benchmarks/lookup_variants.py
+    OMP_NUM_THREADS=1 python benchmarks/lookup_variants.py [float32|bfloat16]
 """
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from specdiff import zoo, SpecDiff
 from specdiff.drafters import PromptLookupDrafter
 from specdiff.bench import load_prompts
 from specdiff.conversation import Conversation
-m, tok = zoo.load("smollm2-135m-instruct")
+m, tok = zoo.load("smollm2-135m-instruct", dtype=sys.argv[1] if len(sys.argv) > 1 else "float32")
 prompts = load_prompts(str(Path(__file__).resolve().parents[2] / "shared/data/spec_bench/question.jsonl"), categories=("summarization","qa","rag","translation","math_reasoning"), per_category=2)
 variants = {"hf": None, "c-min1": dict(ngram=3, k=10, max_branches=1, min_ngram=1), "c-min2": dict(ngram=3, k=10, max_branches=1, min_ngram=2),
             "t-min2": dict(ngram=3, k=10, max_branches=4, min_ngram=2), "t-min1": dict(ngram=3, k=10, max_branches=4, min_ngram=1)}

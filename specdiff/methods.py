@@ -105,13 +105,15 @@ class PromptLookupMethod:
     ngram: int = 3
     k: int = 10
     max_branches: int = 4
-    # Back off to 2-grams, not to single tokens: on SmolLM2 (fp32, CPU) a 1-gram match is rarely right and
-    # still costs 10 more verify rows; min_ngram 2 ran 1.3x faster than 1 on Spec-Bench (BENCHMARKS.md).
-    min_ngram: int = 2
+    # None: by the target's dtype. In fp32 back off to 2-grams, not to single tokens: on SmolLM2 (CPU) a
+    # 1-gram match is rarely right and still costs 10 more verify rows (min_ngram 2 ran 1.1-1.3x faster).
+    # In half precision extra rows cost less (8 rows: 1.06x a 1-row step, against 1.19x in fp32) and
+    # 1-grams ran ~5% faster (benchmarks/lookup_variants.py; BENCHMARKS.md).
+    min_ngram: int | None = None
     default_drafter: str | None = None
 
     def __post_init__(self):
-        if not 1 <= self.min_ngram <= self.ngram:
+        if self.min_ngram is not None and not 1 <= self.min_ngram <= self.ngram:
             raise ValueError(f"need 1 <= min_ngram <= ngram, got min_ngram={self.min_ngram}, ngram={self.ngram}")
         if min(self.ngram, self.k, self.max_branches) < 1:
             raise ValueError(f"ngram, k and max_branches must be >= 1, got ngram={self.ngram}, k={self.k}, "
@@ -120,6 +122,13 @@ class PromptLookupMethod:
     def draft_length(self, options: MethodOptions) -> int:
         return options.draft_length or self.k
 
+    def backoff(self, target) -> int:
+        """The shortest n-gram matched: `min_ngram`, or 2 in fp32 and 1 in half precision."""
+        if self.min_ngram is not None:
+            return self.min_ngram
+        half = str(target.get_output_embeddings().weight.dtype) in ("torch.float16", "torch.bfloat16")
+        return 1 if half else 2
+
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import PromptLookupDrafter
         from specdiff.policies import FixedDraftLength
@@ -127,7 +136,7 @@ class PromptLookupMethod:
 
         depth = self.draft_length(options)
         drafter = PromptLookupDrafter(ngram=self.ngram, k=depth, max_branches=self.max_branches,
-                                      min_ngram=self.min_ngram)
+                                      min_ngram=self.backoff(target))
         return MethodParts(drafter, Chain(), FixedDraftLength(depth))
 
 
@@ -359,7 +368,7 @@ register(TiDARMethod("tidar-opt-tree", "TiDAR model, OPT-Tree of 8 nodes over it
                      "per node", search="opt-tree", node_budget=8, max_depth=4))
 register(TiDARMethod("tidar-lean", "TiDAR model, blocks of 4, pre-drafted only for 0 or 1 accepted drafts "
                      "(12 query rows instead of 20: for hardware where every row costs)", block_size=4, max_blocks=2))
-register(PromptLookupMethod("lookup", "prompt lookup: 3- or 2-gram matches in the context as a trie (10 deep, "
-                            "4 branches)"))
-register(PromptLookupMethod("lookup-chain", "prompt lookup, the most recent 3- or 2-gram match only: a chain "
-                            "(10 deep), as HF's prompt lookup drafts", max_branches=1))
+register(PromptLookupMethod("lookup", "prompt lookup: n-gram matches in the context (3 down to 2 in fp32, to 1 in "
+                            "half precision) as a trie (10 deep, 4 branches)"))
+register(PromptLookupMethod("lookup-chain", "prompt lookup, the most recent match only (3-gram down to 2 in fp32, "
+                            "to 1 in half precision): a chain (10 deep), as HF's prompt lookup drafts", max_branches=1))

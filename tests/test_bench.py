@@ -306,3 +306,15 @@ def test_greedy_reference_records_top2_gaps(loaded):
     top2 = logits.topk(2).values
     assert len(output.top2_gaps) == len(output.token_ids)
     assert output.top2_gaps[2] == pytest.approx((top2[0] - top2[1]).item(), abs=1e-4)
+
+
+def test_lookup_backs_off_by_dtype(loaded):
+    """fp32: 2-grams at the shortest (a wasted row costs); half precision: down to single tokens."""
+    target, tokenizer, _ = loaded
+    method = methods.get("lookup-chain")
+    assert method.backoff(target) == 2
+    assert method.build(target, tokenizer, None, methods.MethodOptions()).drafter.min_ngram == 2
+    assert method.backoff(AutoModelForCausalLM.from_config(target.config, dtype=torch.bfloat16)) == 1
+    assert methods.PromptLookupMethod("x", "y", min_ngram=3).backoff(target) == 3
+    with pytest.raises(ValueError, match="min_ngram"):
+        methods.PromptLookupMethod("x", "y", ngram=2, min_ngram=3)
