@@ -37,7 +37,7 @@ def zoo_list():
         else:
             size, params = "-", "-"
             status = f"not converted yet (first use converts it; needs `{card['install']}`)"
-        click.echo(f"{name:<24} {params:>12} {size:>8} {'float32':<12} {card['licence']:<12} {card['source']}")
+        click.echo(f"{name:<24} {params:>12} {size:>8} {card['stored_dtype']:<12} {card['licence']:<12} {card['source']}")
         click.echo(f"{'':<24} default target; {status}")
     for name in zoo.shipped():
         card = zoo.card(name)

@@ -126,8 +126,7 @@ class PromptLookupMethod:
         """The shortest n-gram matched: `min_ngram`, or 2 in fp32 and 1 in half precision."""
         if self.min_ngram is not None:
             return self.min_ngram
-        half = str(target.get_output_embeddings().weight.dtype) in ("torch.float16", "torch.bfloat16")
-        return 1 if half else 2
+        return 1 if target.get_output_embeddings().weight.dtype.itemsize == 2 else 2
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import PromptLookupDrafter

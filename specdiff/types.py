@@ -100,11 +100,6 @@ def tree_depths(parents: torch.Tensor) -> torch.Tensor:
     return depths
 
 
-def is_chain(parents: torch.Tensor) -> bool:
-    """True for the parents of a chain, [-1, 0, 1, ...] (the empty tree included)."""
-    return bool(torch.equal(parents, torch.arange(parents.shape[0], dtype=parents.dtype) - 1))
-
-
 def ancestor_mask(parents: torch.Tensor) -> torch.Tensor:
     """[N, N] bool: mask[i, j] is True iff j is i or an ancestor of i."""
     N = parents.shape[0]

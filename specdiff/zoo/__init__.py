@@ -73,7 +73,7 @@ def card(name: str) -> dict:
 
         info = dict(name=name, description=model.description, source=model.source, licence=model.licence,
                     install=model.install_command, default_method=model.default_method,
-                    stored_dtype="float32 (dequantized from Q4_1)")
+                    stored_dtype="float32")  # the converted copy: the GGUF dequantized
         converted = cache_problem(model) is None
         info["converted"] = str(model.cache_dir()) if converted else None
         if converted:
@@ -102,8 +102,11 @@ def _parameter_count(weights: Path) -> int:
 
 
 def default_method(name: str) -> str:
-    """The best SpecDiff method that exists for this zoo target."""
-    return card(name).get("default_method", "ar") if name in available() else "lookup"
+    """The best SpecDiff method that exists for this zoo target (read without touching the model files:
+    the CLI asks before it loads anything)."""
+    if name in PACKAGED:
+        return PACKAGED[name].default_method
+    return "ar" if name in shipped() else "lookup"
 
 
 def default_dtype(device="cpu") -> str:
