@@ -22,11 +22,20 @@ class DraftNeeds:
     query_slots: the drafter adds query rows to every verifier forward (`SlotDrafter.query_slots`).
     drafts_with_target: the drafter is built on the target itself (TiDAR): `SpecDiff` checks that
     `drafter.model` is the model it verifies with.
+    hidden_history: the drafter reads the target's hidden states (of `hidden_layers`) at every
+    committed position, not only the last one (EAGLE's features, DFlash's context): each
+    `DraftContext.new_hidden` then holds the rows committed since the previous one. The verifier's
+    prefill feeds the whole prompt then (no reuse of a cached chat prefix), so none is missing.
     """
 
     hidden_layers: tuple[int, ...] = ()
     query_slots: bool = False
     drafts_with_target: bool = False
+    hidden_history: bool = False
+
+    def __post_init__(self):
+        if self.hidden_history and not self.hidden_layers:
+            raise ValueError("hidden_history needs hidden_layers: which of the target's layers to hand over")
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,13 @@ class DraftContext:
     # [E, V] fp32 logits of the query slots the drafter added to the verifier's last forward
     # (`SlotDrafter.query_slots`, TiDAR's pre-draft blocks); None when it added none.
     slot_logits: torch.Tensor | None = None
+    # With `DraftNeeds.hidden_history`: new_hidden [layers, n, H] are the target's hidden states at the
+    # committed positions new_hidden_start .. new_hidden_start + n - 1 that the verifier computed since
+    # the previous context (after the prefill: positions 0 .. T - 2, every prompt row but the last
+    # token's; after a step: the row of the previous last token and the accepted drafts). The last
+    # committed token never has one yet: it is fed in the next verify forward. None otherwise.
+    new_hidden: torch.Tensor | None = None
+    new_hidden_start: int = 0
 
     def __post_init__(self):
         if self.sampling is not None and self.generator is None:

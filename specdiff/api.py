@@ -47,7 +47,8 @@ class SpecDiff:
             raise ValueError(f"{type(drafter).__name__} drafts inside the verifier's own forward: give SpecDiff the "
                              f"model it was built on, SpecDiff(model, {type(drafter).__name__}(model))")
         # Heads drafters read the target's hidden states from the verify pass (DraftContext.hidden_state).
-        self.verifier = HFVerifier(model, hidden_layers=drafter.needs.hidden_layers)
+        self.verifier = HFVerifier(model, hidden_layers=drafter.needs.hidden_layers,
+                                   hidden_history=drafter.needs.hidden_history)
         self.drafter = drafter
         drafter.bind(self.verifier.vocab_size, tokenizer)
         self.tree_builder = tree if tree is not None else Chain()

@@ -48,7 +48,8 @@ def speculative_decode(
     verifier, drafter = parts.verifier, parts.drafter
     slots_for = drafter.query_slots if drafter.needs.query_slots else None  # TiDAR drafts inside the forward
     scored = verifier.prefill(prompt_ids, slots_for(prompt_ids, None) if slots_for else None)
-    last_row = 0  # the row of `scored` that predicted the last committed token
+    # The rows of `scored` whose tokens are committed; the last one predicted the last committed token.
+    rows = list(range(scored.hidden.shape[1])) if scored.hidden is not None else []
     parts.length_policy.reset()
     generated = 0
     while generated < config.max_new_tokens:
@@ -56,7 +57,7 @@ def speculative_decode(
         budget = min(parts.length_policy.current(), config.max_new_tokens - generated - 1)
         drafter_forwards = drafter.forward_count
         # 1. draft (the context is the verifier's own list, not a copy: drafters only read it)
-        ctx = next_context(parts, verifier.committed, budget, scored, last_row, processors)
+        ctx = next_context(parts, verifier.committed, budget, scored, rows, processors)
         proposal = drafter.propose(ctx) if budget > 0 else None
         # 2. search
         tree = parts.tree_builder.build(proposal, budget) if proposal is not None else DraftTree.empty()
@@ -69,7 +70,7 @@ def speculative_decode(
             parts.on_step(tree, acceptance)
         # 5. commit
         verifier.commit(acceptance.path, acceptance.next_token)
-        last_row = 1 + acceptance.path[-1] if acceptance.path else 0
+        rows = [0] + [1 + node for node in acceptance.path]
         new_tokens = acceptance.new_tokens(tree)
         depth = int(tree_depths(tree.parents).max()) + 1 if tree.num_nodes else 0
         stats.record_step(drafted=tree.num_nodes, depth=depth, accepted=len(acceptance.path))
@@ -83,8 +84,11 @@ def speculative_decode(
             return
 
 
-def next_context(parts: Components, committed: list[int], budget: int, scored: VerifyOutput, row: int,
+def next_context(parts: Components, committed: list[int], budget: int, scored: VerifyOutput, rows: list[int],
                  processors) -> DraftContext:
-    """The drafter's view after a verifier forward: its hidden states at `row` and its slots' logits."""
-    return DraftContext(committed, budget, scored.hidden_at(row), parts.sampling, parts.generator, processors,
-                        scored.slot_logits)
+    """The drafter's view after a verifier forward: its hidden states at the last committed row `rows[-1]`
+    (and at every one of `rows`, for a drafter that keeps a history) and its slots' logits."""
+    last = scored.hidden_at(rows[-1]) if rows else None
+    history = scored.hidden_rows(rows) if parts.drafter.needs.hidden_history and rows else None
+    return DraftContext(committed, budget, last, parts.sampling, parts.generator, processors,
+                        scored.slot_logits, history, scored.hidden_start)

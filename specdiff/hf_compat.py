@@ -119,10 +119,13 @@ def pack_masks(masks: dict[str, torch.Tensor]):
     return masks
 
 
-def forward(model, input_ids, cache, attention_mask=None, position_ids=None, output_hidden_states=False):
-    """One forward with a cache; returns the model output (logits [1, Q, V])."""
+def forward(model, input_ids, cache, attention_mask=None, position_ids=None, output_hidden_states=False,
+            inputs_embeds=None):
+    """One forward with a cache; returns the model output (logits [1, Q, V]). inputs_embeds [1, Q, E]:
+    fed instead of `input_ids`' embeddings (drafters whose input is built from target features)."""
     return model(
-        input_ids=input_ids,
+        input_ids=None if inputs_embeds is not None else input_ids,
+        inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
         position_ids=position_ids,
         cache=cache,

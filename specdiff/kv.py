@@ -129,10 +129,13 @@ class CachedLM:
 
     @torch.inference_mode()
     def forward(self, ids: list[int] | torch.Tensor, positions: torch.Tensor | None = None,
-                visible: torch.Tensor | None = None, hidden_layers: tuple[int, ...] = ()) -> ForwardOutput:
+                visible: torch.Tensor | None = None, hidden_layers: tuple[int, ...] = (),
+                inputs_embeds: torch.Tensor | None = None) -> ForwardOutput:
         """Feed `ids` [Q]. visible None: a causal continuation of the committed ids (no pending rows
         allowed), committed at once. Else positions [Q] (absolute) and visible [Q, R] bool over the
-        last R = pending + Q rows; the rows stay pending until `compact` or `drop`."""
+        last R = pending + Q rows; the rows stay pending until `compact` or `drop`.
+        inputs_embeds [Q, E]: the rows' input vectors, fed instead of the embeddings of `ids` (which
+        still name the rows for `sync`): for drafters whose input mixes in the target's features."""
         if self.cache is None:
             self._fresh()
         ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
@@ -143,8 +146,10 @@ class CachedLM:
             positions = torch.arange(len(self.ids), len(self.ids) + Q)
         elif positions is None or positions.shape != (Q,) or visible.shape != (Q, self.pending + Q):
             raise ValueError(f"forward: {Q} ids need positions [{Q}] and visible [{Q}, {self.pending + Q}]")
+        if inputs_embeds is not None and inputs_embeds.shape[0] != Q:
+            raise ValueError(f"forward: {Q} ids but inputs_embeds for {inputs_embeds.shape[0]} rows")
         mask, path = self._mask(positions, visible)
-        run = self._run(ids, positions, mask, path, hidden_layers)
+        run = self._run(ids, positions, mask, path, hidden_layers, inputs_embeds)
         if visible is None:
             self.ids.extend(ids.tolist())
             hf_compat.trim_to_window(self.cache)
@@ -152,12 +157,13 @@ class CachedLM:
             self._pending_positions = torch.cat([self._pending_positions, positions.cpu()])
         return run
 
-    def _run(self, ids, positions, mask, path, hidden_layers) -> ForwardOutput:
+    def _run(self, ids, positions, mask, path, hidden_layers, inputs_embeds=None) -> ForwardOutput:
         want_states = any(layer >= 0 for layer in hidden_layers)
         input_ids, position_ids = ids[None].to(self.device), positions[None].to(self.device)
+        embeds = inputs_embeds[None].to(self.device, self.dtype) if inputs_embeds is not None else None
         with hf_compat.capture_last_hidden(self.model, -1 in hidden_layers) as last, self._attention(path):
             out = hf_compat.forward(self.model, input_ids, self.cache, mask, position_ids,
-                                    output_hidden_states=want_states)
+                                    output_hidden_states=want_states, inputs_embeds=embeds)
         self.forward_count += 1
         self.path_counts[path] += 1
         self.last_path = path

@@ -127,7 +127,7 @@ def test_captured_state_is_the_one_that_produced_the_last_committed_token(model_
     prompt = tiny.repetitive_prompt(12)[0].tolist()
     verifier = HFVerifier(model, hidden_layers=(-1,))
     prefilled = verifier.prefill(prompt)  # the cache holds prompt[:-1]: its last row predicts prompt[-1]
-    torch.testing.assert_close(prefilled.hidden_at(0)[0], full_hidden(model, prompt)[-2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(prefilled.hidden_at(-1)[0], full_hidden(model, prompt)[-2], atol=1e-5, rtol=0)
     scored = verifier.score(DraftTree.chain([7, 8, 9]))
     with torch.no_grad():  # it is the LM head's input
         torch.testing.assert_close(model.get_output_embeddings()(scored.hidden[0]), scored.logits, atol=1e-4, rtol=0)
@@ -136,8 +136,29 @@ def test_captured_state_is_the_one_that_produced_the_last_committed_token(model_
     assert verifier.committed == committed
     torch.testing.assert_close(scored.hidden_at(2)[0], full_hidden(model, committed)[-2], atol=1e-4, rtol=0)
     again = verifier.prefill(committed)  # nothing new to cache: one row is re-fed for its state
-    torch.testing.assert_close(again.hidden_at(0)[0], full_hidden(model, committed)[-2], atol=1e-4, rtol=0)
+    torch.testing.assert_close(again.hidden_at(-1)[0], full_hidden(model, committed)[-2], atol=1e-4, rtol=0)
+    assert again.hidden.shape[1] == 1 and again.hidden_start == len(committed) - 2
     assert verifier.prefill([5]).hidden is None  # a new one-token prompt: nothing was run
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_hidden_history_covers_every_committed_position(model_type):
+    """With `hidden_history` the prefill hands over every prompt row (a cached prefix is re-fed) and
+    each step the rows it committed: together, the target's states at positions 0 .. T - 2."""
+    model = tiny.build(model_type)
+    prompt = tiny.repetitive_prompt(12)[0].tolist()
+    verifier = HFVerifier(model, hidden_layers=(1, -1), hidden_history=True)
+    verifier.prefill(prompt)
+    verifier.score(DraftTree.chain([7])), verifier.commit([0], next_token=8)
+    prefilled = verifier.prefill(prompt + [7, 8])  # a chat turn: the cached prefix is fed again
+    assert prefilled.hidden_start == 0 and prefilled.hidden.shape[:2] == (2, len(prompt) + 1)
+    full = full_hidden(model, prompt + [7, 8])
+    torch.testing.assert_close(prefilled.hidden[1], full[:-1], atol=1e-4, rtol=0)
+    scored = verifier.score(DraftTree.chain([3, 4, 5]))
+    verifier.commit([0], next_token=6)
+    assert scored.hidden_start == len(prompt) + 1
+    committed = prompt + [7, 8, 3, 6]
+    torch.testing.assert_close(scored.hidden_rows([0, 1])[1], full_hidden(model, committed)[-3:-1], atol=1e-4, rtol=0)
 
 
 class RecordingHeadsDrafter(HeadsDrafter):

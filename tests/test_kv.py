@@ -130,3 +130,24 @@ def test_cached_models_use_the_one_engine(folder):
 
 def test_the_probe_finds_cache_code():
     assert cache_code_calls(ROOT / "specdiff" / "kv.py")  # the engine itself is what it looks for
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+def test_inputs_embeds_rows_equal_their_ids(model_type):
+    """Rows fed as vectors (a drafter's fused features) go through the same cache and masks: fed
+    the model's own embeddings they give the logits of feeding the ids."""
+    model = tiny.build(model_type)
+    ids = tiny.repetitive_prompt(10)[0].tolist()
+    by_ids, by_vectors = CachedLM(model), CachedLM(model)
+    embed = model.get_input_embeddings()
+    expected = by_ids.forward(ids).logits
+    with torch.no_grad():
+        got = by_vectors.forward(ids, inputs_embeds=embed(torch.tensor(ids))).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    tree = torch.tensor([[True, False], [True, True]])
+    positions = torch.tensor([10, 11])
+    expected = by_ids.forward([3, 4], positions, tree).logits
+    with torch.no_grad():
+        got = by_vectors.forward([3, 4], positions, tree, inputs_embeds=embed(torch.tensor([3, 4]))).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert by_vectors.ids == ids and by_vectors.pending == 2

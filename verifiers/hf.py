@@ -29,24 +29,33 @@ class VerifyOutput:
 
     logits [1 + N, V] fp32 (None after `prefill`); hidden [layers, rows, H] of the verifier's
     `hidden_layers` (None when it has none): after `score` one row per logits row, after `prefill`
-    the one row that predicts the last prompt token (None for a one-token prompt); slot_logits
+    one per fed prompt row, the last of which predicts the last prompt token (None when no row was fed,
+    as for a one-token prompt); slot_logits
     [E, V] fp32 of the forward's `QuerySlots` (None without slots).
     """
 
     logits: torch.Tensor | None
     hidden: torch.Tensor | None = None
     slot_logits: torch.Tensor | None = None
+    hidden_start: int = 0  # the committed position of hidden row 0 (after `score`: the last committed token's)
 
     def hidden_at(self, row: int) -> torch.Tensor | None:
         """[layers, H] at forward row `row` (after `prefill`, row 0), or None."""
         return None if self.hidden is None else self.hidden[:, row]
 
+    def hidden_rows(self, rows: list[int]) -> torch.Tensor | None:
+        """[layers, len(rows), H] at forward rows `rows`, or None."""
+        return None if self.hidden is None else self.hidden[:, rows]
+
 
 class HFVerifier:
-    def __init__(self, model, hidden_layers: tuple[int, ...] = ()):
+    def __init__(self, model, hidden_layers: tuple[int, ...] = (), hidden_history: bool = False):
         self.lm = CachedLM(model)
         self.model = model
         self.hidden_layers = tuple(hidden_layers)
+        # With a history every prefill feeds the whole prompt: a drafter that reads the hidden state of
+        # every committed position must get the rows a reused cache prefix would skip.
+        self.hidden_history = hidden_history
         self.committed: list[int] = []  # the cache holds committed[:-1]
         self._ids_buffer = torch.zeros(0, dtype=torch.long)  # committed ids, with spare room to append
         self.forward_count = 0  # score forwards (the prefill is not one)
@@ -95,26 +104,29 @@ class HFVerifier:
         if not input_ids:
             raise ValueError("prefill needs at least one token")
         # With hidden layers at least one row is fed (re-fed if cached): its state predicts input_ids[-1].
-        cached = self.lm.sync(input_ids[:-2] if self.hidden_layers else input_ids[:-1])
+        if self.hidden_history:
+            cached = self.lm.sync([])
+        else:
+            cached = self.lm.sync(input_ids[:-2] if self.hidden_layers else input_ids[:-1])
         new_ids = input_ids[cached:-1]
         self._set_committed(input_ids)
         self._pending = None
         if slots is None:
-            return self._prefill_rows(new_ids)
+            return self._prefill_rows(new_ids, cached)
         n, E = len(new_ids), len(slots)
         causal = torch.ones(n, n, dtype=torch.bool).tril()
         allowed, positions = with_slots(causal, torch.arange(cached, cached + n), slots, torch.ones(E, n, dtype=torch.bool))
         ids = torch.cat([torch.tensor(new_ids, dtype=torch.long), slots.tokens.cpu().long()])
         out = self.lm.forward(ids, positions, allowed, self.hidden_layers)
         self.lm.compact(list(range(n)), new_ids)  # the slots' rows go
-        hidden = out.hidden[:, n - 1 : n] if out.hidden is not None and n else None
-        return VerifyOutput(None, hidden, out.logits[n:].float())
+        hidden = out.hidden[:, :n] if out.hidden is not None and n else None
+        return VerifyOutput(None, hidden, out.logits[n:].float(), hidden_start=cached)
 
-    def _prefill_rows(self, new_ids: list[int]) -> VerifyOutput:
+    def _prefill_rows(self, new_ids: list[int], cached: int) -> VerifyOutput:
         if not new_ids:
-            return VerifyOutput(None)
+            return VerifyOutput(None, hidden_start=cached)
         out = self.lm.forward(new_ids, hidden_layers=self.hidden_layers)
-        return VerifyOutput(None, out.hidden[:, -1:] if out.hidden is not None else None)
+        return VerifyOutput(None, out.hidden, hidden_start=cached)
 
     def score(self, tree: DraftTree, slots: QuerySlots | None = None) -> VerifyOutput:
         """Target logits [1 + N, V] (fp32) for the committed token and every tree node, in one forward.
@@ -137,7 +149,7 @@ class HFVerifier:
         self._pending = tree
         hidden = out.hidden[:, :Q] if out.hidden is not None else None
         slot_logits = out.logits[Q:].float() if slots is not None else None
-        return VerifyOutput(out.logits[:Q].float(), hidden, slot_logits)  # logits [1 + N, V]
+        return VerifyOutput(out.logits[:Q].float(), hidden, slot_logits, hidden_start=cache_length)  # logits [1 + N, V]
 
     def commit(self, path: list[int], next_token: int) -> None:
         """Keep the accepted tree nodes `path` (root to leaf) in the cache; `next_token` becomes the
