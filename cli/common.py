@@ -151,6 +151,11 @@ def load_model(spec: str | None, default: str, option: str, dtype: str | None, d
         raise click.BadParameter(f"no model at {name!r} (need a directory with config.json, a zoo name "
                                  f"({', '.join(zoo.available())}) or a cached hub id)", param_hint=option)
     source = str(path) if looks_local else name
+    if looks_local:
+        from specdiff.zoo import derived
+
+        if derived.is_derived(path):  # trained weights only: completed from its base once
+            source = str(derived.materialize(path))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from specdiff.hf_compat import quiet_loading
@@ -168,14 +173,23 @@ def load_model(spec: str | None, default: str, option: str, dtype: str | None, d
 
 
 def default_drafter(runner: str, target: str) -> str | None:
-    """The zoo drafter `runner` uses with `target` when no --drafter is given (None: it needs none).
-    The shipped drafters are trained for the stdlib target; a UsageError says so for any other."""
+    """The zoo drafter `runner` uses with `target` when no --drafter is given (None: it needs none):
+    the one trained for `target` (zoo.drafter_for); a UsageError when the zoo has none for it."""
     from specdiff import bench
 
     drafter = bench.default_drafter(runner)
-    if drafter is None or target in zoo.shipped():
+    if drafter is None:
+        return None
+    drafter = zoo.drafter_for(target, drafter)
+    trained = zoo.trained_for(drafter)
+    if trained == target or (trained is None and target in zoo.shipped()):
         return drafter
-    raise click.UsageError(f"method {runner!r} drafts with {drafter}, which is trained for the stdlib zoo target, "
+    if Path(target).exists():  # a model directory: the zoo drafters were trained for zoo targets
+        trained = trained or "another target"
+    elif trained is None:
+        raise click.UsageError(f"method {runner!r} drafts with {drafter}, which is not in this installation; "
+                               f"train it (specdiff train ...) and pass --drafter PATH, or use --method lookup")
+    raise click.UsageError(f"method {runner!r} drafts with {drafter}, which is trained for {trained}, "
                            f"not {target}; pass --drafter PATH (a model sharing {target}'s tokenizer), or use "
                            "--method lookup (needs no drafter)")
 

@@ -98,9 +98,15 @@ def train_diffusion_drafter(stage, examples, work_dir, out_dir, steps):
 @click.option("--target", metavar="PATH|NAME", default=None,
               help="The frozen target: a zoo name or a model directory with its tokenizer [default: the "
                    "stdlib-heads recipe's, stdlib-target].")
-@click.option("--labels", type=click.Choice(["target", "corpus"]), default=None,
+@click.option("--labels", type=click.Choice(["target", "corpus", "distill"]), default=None,
               help="target: self-distillation on the target's own greedy continuations; corpus: the corpus's "
-                   "next tokens [default: the recipe's].")
+                   "next tokens; distill: the target's chat replies in --data [default: the recipe's; distill "
+                   "with --data].")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A `specdiff train data` directory of the target's replies (implies --labels distill).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per step [default: the recipe's].")
+@click.option("--seq-len", type=click.IntRange(min=8), default=None,
+              help="Tokens per row with --data [default: the recipe's].")
 @click.option("--num-heads", type=click.IntRange(min=1), default=None, help="Heads to train [default: the recipe's].")
 @click.option("--hydra/--no-hydra", default=None,
               help="Hydra-style heads that also see the embeddings of the tokens drafted before them.")
@@ -111,13 +117,14 @@ def train_diffusion_drafter(stage, examples, work_dir, out_dir, steps):
               help="The heads go to OUT_DIR/<name> [default: inside the package for the zoo target; "
                    "required for any other target, whose heads are named <target dir>-heads].")
 @_steps
-def train_heads(target, labels, num_heads, hydra, examples, work_dir, out_dir, steps):
+def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra, examples, work_dir, out_dir, steps):
     """Train Medusa-style heads on a frozen target (Medusa-1 loss) and export them with a model card.
 
     \b
     Example:
       specdiff train heads
       specdiff train heads --target ./my-model --out-dir ./my-heads --labels corpus --steps 500
+      specdiff train heads --target smollm2-135m-instruct --data datasets/smollm2-135m-instruct --out-dir ./heads
     """
     recipe = RECIPES["stdlib-heads"]
     if target is not None and target != recipe.target:
@@ -125,7 +132,12 @@ def train_heads(target, labels, num_heads, hydra, examples, work_dir, out_dir, s
             raise click.UsageError("heads for a target other than the zoo's go to --out-dir DIR, not into the package")
         recipe = replace(recipe, name=f"{Path(target).name}-heads", target=target,
                          description=f"Medusa-style heads for {target}.", command=f"specdiff train heads --target {target}")
-    given = dict(labels=labels, num_heads=num_heads, conditioned=hydra, examples=examples)
+    if data_dir is not None:
+        labels, data_dir = labels or "distill", str(data_dir)
+        recipe = replace(recipe, command=f"{recipe.command} --data {data_dir}")
+    sizes = {name: value for name, value in (("batch_size", batch_size), ("seq_len", seq_len)) if value is not None}
+    given = dict(labels=labels, data=data_dir, num_heads=num_heads, conditioned=hydra, examples=examples,
+                 train=replace(recipe.train, **sizes) if sizes else None)
     try:
         recipe = replace(recipe, **{name: value for name, value in given.items() if value is not None})
     except ValueError as error:
@@ -214,3 +226,116 @@ def train_data(target, out_dir, prompts, dtype, max_new_tokens, batch_size, seed
     if result.interrupted:
         click.echo("stopped; run the same command again to resume", err=True)
         raise SystemExit(130)
+
+
+@train_group.command("small-lm")
+@click.option("--target", metavar="NAME|DIR", default="smollm2-135m-instruct", show_default=True,
+              help="The model to cut the small LM from: a zoo name or a model directory with its tokenizer.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="A `specdiff train data` directory of the target's replies.")
+@click.option("--layers", default="0,1,2,29", show_default=True,
+              help="Comma-separated indices of the target's decoder layers to keep, in order.")
+@click.option("--name", default=None, help="Model name [default: <target>-small].")
+@_work_dir
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where the trained weights, config, tokenizer and card go.")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Training steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=8), default=256, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True)
+def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, batch_size, seq_len, lr):
+    """A small standalone causal LM cut from the target (a few of its layers over its frozen embedding),
+    distilled on the target's replies: the `ar` drafter and HF assisted generation's assistant_model.
+
+    \b
+    Example:
+      specdiff train small-lm --data datasets/smollm2-135m-instruct --out-dir ./smollm2-small
+    """
+    from specdiff.training.loop import TrainConfig
+    from specdiff.training.small_lm import SmallLMRecipe, run_small_lm
+
+    try:
+        kept = tuple(int(x) for x in layers.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 0,1,2,29, got {layers!r}",
+                                 param_hint="--layers") from None
+    name = name or f"{Path(target).name}-small"
+    config = TrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=min(20, steps - 1),
+                         eval_every=min(50, steps), eval_batches=4, save_every=min(25, steps))
+    command = (f"specdiff train small-lm --target {target} --data {data_dir} --layers {layers} --out-dir {out_dir} "
+               f"--steps {steps} --batch-size {batch_size} --seq-len {seq_len} --lr {lr}")
+    recipe = SmallLMRecipe(name, target, str(data_dir), kept, config, command)
+    try:
+        result = run_small_lm(recipe, work_dir, out_dir)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    if result.interrupted:
+        click.echo(f"stopped at step {result.step}; run the same command again to resume", err=True)
+        raise SystemExit(130)
+    click.echo(f"{name}: {result.step} steps, held-out loss {result.eval_loss:.4f}, "
+               f"{result.tokens_seen:,} tokens, {result.train_seconds / 60:.1f} min -> {out_dir}", err=True)
+
+
+@train_group.command("eagle")
+@click.option("--target", metavar="NAME|DIR", required=True,
+              help="The frozen target: a zoo name or a model directory with its tokenizer.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="A `specdiff train data` directory of the target's replies.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where the drafter (config.json, model.safetensors) and its model card go.")
+@_work_dir
+@_steps
+@click.option("--layers", default=None,
+              help="Comma-separated hidden_states indices the drafter reads (0: embeddings, i: output of layer i, "
+                   "L: the LM head's input, EAGLE-1) [default: EAGLE-3's 2, L//2, L-3].")
+@click.option("--draft-vocab", type=click.IntRange(min=1), default=None,
+              help="Rows of the reduced LM head: the most frequent reply tokens (>= the vocabulary keeps it whole) "
+                   "[default: the recipe's, 8192].")
+@click.option("--ttt-steps", type=click.IntRange(min=1), default=None,
+              help="Training-time test depth: steps the drafter is unrolled on its own features [default: 3].")
+@click.option("--feature-weight", type=click.FloatRange(min=0), default=None,
+              help="EAGLE-1 feature regression weight (0: off) [default: 0].")
+@click.option("--teacher-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+              help="Dtype the target computes its features in (part of their cache key) [default: bfloat16].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Windows per step [default: 8].")
+@click.option("--seq-len", type=click.IntRange(min=8), default=None, help="Positions per window [default: 256].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate [default: 5e-4].")
+def train_eagle(target, data_dir, out_dir, work_dir, steps, layers, draft_vocab, ttt_steps, feature_weight,
+                teacher_dtype, batch_size, seq_len, lr):
+    """Train an EAGLE drafter on a frozen target's features over its own replies (EAGLE-3's training-time
+    test) and export it with a model card (held-out acceptance per draft position).
+
+    \b
+    Example:
+      specdiff train eagle --target smollm2-135m-instruct --data datasets/smollm2-135m-instruct \\
+          --out-dir ./smollm2-eagle --layers 2,15,27 --draft-vocab 8192
+    """
+    from specdiff.cli.common import command_line
+    from specdiff.training.eagle_recipe import EagleRecipe, run_eagle
+
+    sizes = {name: value for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("lr", lr))
+             if value is not None}
+    given = dict(layers=_int_list(layers, "--layers") if layers is not None else None, draft_vocab=draft_vocab,
+                 ttt_steps=ttt_steps, feature_weight=feature_weight, teacher_dtype=teacher_dtype)
+    command = "specdiff train" + command_line(click.get_current_context())[len("specdiff"):]
+    try:
+        recipe = EagleRecipe(out_dir.name, target, str(data_dir), command=command,
+                             **{name: value for name, value in given.items() if value is not None})
+        if sizes:
+            recipe = replace(recipe, train=replace(recipe.train, **sizes))
+        result = run_eagle(recipe, work_dir, out_dir, steps)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.UsageError(str(error)) from None
+    if result.interrupted:
+        click.echo(f"stopped at step {result.step}; run the same command again to resume", err=True)
+        raise SystemExit(130)
+    click.echo(f"{recipe.name}: {result.step} steps, held-out loss {result.eval_loss:.4f}, "
+               f"{result.train_seconds / 60:.1f} min -> {out_dir}", err=True)
+
+
+def _int_list(value: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 2,15,27, got {value!r}",
+                                 param_hint=flag) from None

@@ -227,12 +227,12 @@ def default_runner_names(drafter_given: bool, target: str | None = None) -> list
     """What `specdiff bench` runs when no method is named: every runner it can load a drafter for.
     With one `--drafter` (a causal LM) that excludes methods that load their own kind (heads) and
     those whose search needs the zoo tokenizer (the shipped corpus n-gram); without, it excludes
-    methods whose zoo drafter is not shipped, or not trained for `target` (the shipped drafters are
-    the stdlib target's; None: the stdlib target)."""
+    methods whose zoo drafter is not shipped, or not trained for `target` (zoo.drafter_for picks the
+    one trained for it; None: the stdlib target)."""
     from specdiff import zoo
 
     shipped = set(zoo.shipped())
-    for_target = target is None or target in shipped
+    target = target or zoo.STDLIB_TARGET
 
     def usable(name: str) -> bool:
         drafter = default_drafter(name)
@@ -242,7 +242,9 @@ def default_runner_names(drafter_given: bool, target: str | None = None) -> list
             method = methods.get("ar" if name in HF_BASELINES else name)
             return not (hasattr(method, "load_drafter") or getattr(method, "needs_zoo_tokenizer", False)
                         or getattr(method, "own_model", False))
-        return for_target and drafter in shipped
+        drafter = zoo.drafter_for(target, drafter)
+        trained = zoo.trained_for(drafter)
+        return drafter in shipped and (trained == target or (trained is None and target in shipped))
 
     return [name for name in runner_names() if usable(name)]
 

