@@ -101,6 +101,12 @@ class MethodSummary:
     stats: GenerationStats | None  # merged over every answer (SpecDiff methods)
     reference: str = BASELINE  # the runner speedup and exact match are measured against
     divergences: tuple[Divergence, ...] = ()  # greedy: every answer that differs from the reference's
+    # DESIGN.md §5: speedup <= tau x t1 / (t_verify + t_draft), t1 the reference's time per token (one
+    # 1-token forward and `generate`'s own step), t_verify + t_draft the model work of a step
+    # (`GenerationStats.draft_time + verify_time`, the prefill included). Efficiency = speedup / bound:
+    # the share of the run spent in that model work, the rest being the loop's own Python.
+    bound: float | None = None
+    efficiency: float | None = None
 
     def exact_cell(self) -> str:
         """"100%", or "93% (3 near-ties)", or "93% (1 near-tie; 2 NOT ties: gaps 3.1, 0.9)"."""
@@ -129,6 +135,7 @@ class MethodSummary:
                     speedup=vars(self.speedup), exact_match=self.exact_match,
                     distinct_bigrams=round(self.distinct_bigrams, 4), loops=self.loops, new_tokens=self.new_tokens,
                     reference=self.reference, divergences=[d.as_dict() for d in self.divergences],
+                    bound=self.bound, efficiency=self.efficiency,
                     stats=None if self.stats is None else self.stats.as_dict())
 
 
@@ -191,20 +198,33 @@ def _summary(name, repeats, baseline_speed, reference, greedy, reference_name=BA
         stats=stats,
         reference=reference_name,
         divergences=tuple(divergences(first, reference, tie_tolerance)) if greedy else (),
+        **_efficiency(stats, speed, baseline_speed),
     )
+
+
+def _efficiency(stats: GenerationStats | None, speed: list[float], baseline_speed: list[float]) -> dict:
+    """{bound, efficiency} (DESIGN.md §5) from the merged stats and median speeds; {} without timings."""
+    if stats is None or not stats.accepted_lengths or stats.draft_time + stats.verify_time <= 0:
+        return {}
+    steps = len(stats.accepted_lengths)
+    t1 = 1 / statistics.median(baseline_speed)  # the reference's seconds per token
+    t_step = (stats.draft_time + stats.verify_time) / steps
+    bound = stats.tau * t1 / t_step
+    return dict(bound=round(bound, 4), efficiency=round(statistics.median(speed) * t1 / bound, 4))
 
 
 def markdown_table(summaries: list[MethodSummary]) -> str:
     lines = [f"| method | tau | accepted/step mean (max) | tokens/s median [range] | speedup vs {BASELINE} "
-             "| exact match | distinct bigrams |", "|---|---|---|---|---|---|---|"]
+             "| bound (efficiency) | exact match | distinct bigrams |", "|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         accepted = "–" if s.mean_accepted is None else f"{s.mean_accepted:.2f} ({s.max_accepted})"
         speedup = "loops" if s.loops else s.speedup.format("x")
         exact = s.exact_cell()
         if s.reference not in (BASELINE, s.name):
             speedup += f" (vs {s.reference})"
+        bound = "–" if s.bound is None else f"{s.bound:.2f}x ({s.efficiency:.2f})"
         lines.append(f"| {s.name} | {s.tau:.2f} | {accepted} | {s.tokens_per_second.format()} | {speedup} "
-                     f"| {exact} | {s.distinct_bigrams:.2f} |")
+                     f"| {bound} | {exact} | {s.distinct_bigrams:.2f} |")
     own = sorted({s.reference for s in summaries if s.reference != BASELINE})
     if own:
         lines.append("")
@@ -344,7 +364,10 @@ def report_markdown(run: BenchRun, summaries: list[MethodSummary], info: dict,
         "tau = new tokens / target forwards (bonus token included; plain decoding = 1.00), over all answers. "
         f"A row whose outputs loop (distinct-bigram ratio < {LOOP_THRESHOLD}) shows `loops` instead of a speedup. "
         f"Exact match is against {BASELINE} in {str(info.get('dtype', '?')).removeprefix('torch.')}; a divergence is a near-tie when "
-        f"{BASELINE}'s top-1 / top-2 logit gap at the first divergent token is <= {tolerance:g}.",
+        f"{BASELINE}'s top-1 / top-2 logit gap at the first divergent token is <= {tolerance:g}. "
+        f"Bound (DESIGN.md §5) = tau x t1 / (t_verify + t_draft), t1 = {BASELINE}'s time per token, t_verify + t_draft "
+        "= the model work of a step (drafting, the prefill and verify forwards, acceptance, commit); efficiency = "
+        "speedup / bound, the share of the run spent in that work.",
         "",
         *(["Per category:", "", category_table(run, tolerance), ""] if len(by_category(run)) > 1 else []),
     ])

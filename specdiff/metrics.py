@@ -19,6 +19,11 @@ class GenerationStats:
     accepted_lengths: list[int] = field(default_factory=list)  # per step, draft tokens accepted
     draft_depths: list[int] = field(default_factory=list)  # per step, depth of the deepest draft node
     wall_time: float = 0.0
+    # Seconds inside the model work of the loop: drafting (propose + tree search) and verifying (the
+    # prefill, every verify forward, its acceptance, which holds the step's one host sync, and the commit). The
+    # rest of wall_time is the loop's own overhead (DESIGN.md §5's efficiency).
+    draft_time: float = 0.0
+    verify_time: float = 0.0
     settings: dict = field(default_factory=dict)
 
     def record_step(self, drafted: int, depth: int, accepted: int) -> None:
@@ -63,6 +68,8 @@ class GenerationStats:
             accepted_lengths=self.accepted_lengths + other.accepted_lengths,
             draft_depths=self.draft_depths + other.draft_depths,
             wall_time=self.wall_time + other.wall_time,
+            draft_time=self.draft_time + other.draft_time,
+            verify_time=self.verify_time + other.verify_time,
             settings=self.settings or other.settings,
         )
 
@@ -79,6 +86,8 @@ class GenerationStats:
             "per_position_acceptance": [round(r, 4) for r in self.per_position_acceptance],
             "acceptance_histogram": self.acceptance_histogram,
             "wall_time": round(self.wall_time, 4),
+            "draft_time": round(self.draft_time, 4),
+            "verify_time": round(self.verify_time, 4),
             "tokens_per_second": round(self.tokens_per_second, 2),
             "settings": self.settings,
         }

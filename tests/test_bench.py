@@ -165,7 +165,7 @@ def test_make_runners_refuses_unknown_names_and_missing_drafter(loaded):
 def _answer(tokens, wall_time, forwards, accepted=None):
     stats = None
     if accepted is not None:
-        stats = GenerationStats(new_tokens=len(tokens))
+        stats = GenerationStats(new_tokens=len(tokens), draft_time=0.1, verify_time=0.3)
         for a in accepted:
             stats.record_step(drafted=3, depth=3, accepted=a)
     return bench.TurnOutput(tokens, wall_time, forwards, stats)
@@ -192,8 +192,11 @@ def test_summarize_hand_built_run():
     assert ar.mean_accepted == pytest.approx(14 / 10) and ar.max_accepted == 3
     assert ar.distinct_bigrams == pytest.approx((1.0 + 2 / 5) / 2)
     table = bench_report.markdown_table([baseline, ar])
-    assert ("| ar | 2.40 | 1.40 (3) | 10.00 [8.00–12.00] | 2.33x [2.00–2.67] | 50% (1 with no gap: no scores "
-            "recorded) | 0.70 |") in table
+    # bound = tau x t1 / t_step: t1 = 1 / 4.5 s per token (hf-generate's median speed), t_step = 4 x 0.4 s / 10 steps
+    assert ar.bound == pytest.approx(2.4 * (1 / 4.5) / 0.16, abs=1e-3)
+    assert ar.efficiency == pytest.approx(10 / 4.5 / ar.bound, abs=1e-3) and baseline.bound is None
+    assert ("| ar | 2.40 | 1.40 (3) | 10.00 [8.00–12.00] | 2.33x [2.00–2.67] | 3.33x (0.67) | 50% (1 with no gap: "
+            "no scores recorded) | 0.70 |") in table
     looping = bench_report.summarize(bench.BenchRun(prompts[1:], config, bench.BenchSettings(repeats=1),
                                              {"hf-generate": [[[_answer(loop, 1.0, 6)]]]}))
     assert looping[0].loops and "| loops |" in bench_report.markdown_table(looping)
