@@ -8,7 +8,7 @@ from specdiff import hf_compat
 from specdiff.drafters.base import DraftContext, DraftNeeds
 from specdiff.kv import CachedLM
 from specdiff.sampling import SamplingSettings, sample_token
-from specdiff.processing import process_rows
+from specdiff.processing import process_paths
 from specdiff.types import DraftTree, ProposalKind, ancestor_mask, path_to, tree_depths
 from specdiff.vocab import shared_vocab_size
 
@@ -61,8 +61,11 @@ class AutoregressiveDrafter:
 
     @torch.inference_mode()
     def propose(self, ctx: DraftContext) -> DraftTree:
+        return self._draft(self._sync(ctx.token_ids), ctx)
+
+    def _draft(self, logits: torch.Tensor, ctx: DraftContext) -> DraftTree:
+        """The chain or the tree from `logits` [V] after the last committed id."""
         depth = min(self.k, ctx.budget)
-        logits = self._sync(ctx.token_ids)
         self._processors, self._committed = ctx.processors, ctx.token_ids
         if self.top_k == 1:
             return self._chain(logits, depth, ctx.sampling, ctx.generator)
@@ -70,7 +73,7 @@ class AutoregressiveDrafter:
 
     def _process(self, logits: torch.Tensor, paths: list[list[int]]) -> torch.Tensor:
         """The target's processors on drafter logits [R, V], row r after committed ids + paths[r]."""
-        return process_rows(self._processors, [self._committed + path for path in paths], logits)
+        return process_paths(self._processors, self._committed, paths, logits)
 
     @staticmethod
     def _dists(logits: torch.Tensor, sampling: SamplingSettings | None) -> torch.Tensor:
@@ -86,7 +89,7 @@ class AutoregressiveDrafter:
             token = int(dist.argmax()) if sampling is None else sample_token(dist, generator)
             tokens.append(token), probs.append(dist[token]), dists.append(dist)
             if step < depth - 1:
-                logits = self._logits(self.lm.forward([token]))[-1]
+                logits = self._extend(token)
         kind = ProposalKind.DETERMINISTIC if sampling is None else ProposalKind.IID
         return DraftTree.chain(tokens, torch.stack(probs), torch.stack(dists), kind)
 
@@ -128,10 +131,17 @@ class AutoregressiveDrafter:
         self.lm.drop(len(fed))
         return DraftTree(torch.tensor(tokens), torch.tensor(parents), torch.cat(probs), torch.cat(dists))
 
+    def _extend(self, token: int) -> torch.Tensor:
+        """Feed one drafted token after the cached ones (a chain step); logits [V] after it."""
+        return self._logits(self.lm.forward([token]))[-1]
+
     def _feed_tree_rows(self, rows, fed, tokens, parents, cache_length) -> torch.Tensor:
         """One forward over tree nodes `rows`; each sees the committed cache and its own ancestors."""
         parent_tensor = torch.tensor(parents)
         depths = tree_depths(parent_tensor)
         visible = ancestor_mask(parent_tensor)[rows][:, fed + rows]  # [F, pending + F]
-        out = self.lm.forward([tokens[r] for r in rows], depths[rows] + cache_length, visible)
-        return self._logits(out)
+        return self._forward_rows(rows, tokens, parents, depths[rows] + cache_length, visible)
+
+    def _forward_rows(self, rows, tokens, parents, positions, visible) -> torch.Tensor:
+        """Logits [F, V] of tree nodes `rows`, fed as pending rows at `positions` [F] seeing `visible`."""
+        return self._logits(self.lm.forward([tokens[r] for r in rows], positions, visible))

@@ -27,7 +27,8 @@ from specdiff import hf_compat
 from specdiff.drafters.base import DraftContext, DraftNeeds
 from specdiff.kv import CachedLM
 from specdiff.lattice import ContextLattice, LatticePruning, prune_lattice
-from specdiff.processing import process_rows
+from specdiff.masks import context_block_visible
+from specdiff.processing import process_paths
 from specdiff.vocab import shared_vocab_size
 
 # model_type -> why its logits are shifted by one position.
@@ -73,7 +74,7 @@ def block_probs(logits: torch.Tensor, shared_vocab: int, mask_token_id: int, pro
     if mask_token_id < shared_vocab:
         logits[:, mask_token_id] = float("-inf")
     if processors:
-        logits = process_rows(processors, [context] * logits.shape[0], logits)
+        logits = process_paths(processors, context, [[]] * logits.shape[0], logits)
     return torch.softmax(logits, dim=-1)
 
 
@@ -146,9 +147,8 @@ class DiffusionDrafter:
         cached = self.lm.sync(token_ids[:-1] if self.shift_logits else token_ids)
         new_ids = token_ids[cached:]
         n = len(new_ids)
-        visible = torch.ones(n + k, n + k, dtype=torch.bool).tril()  # causal over the new committed ids
-        visible[n:, n:] = True  # the mask block sees itself bidirectionally
-        out = self.lm.forward(new_ids + [self.mask_token_id] * k, torch.arange(cached, cached + n + k), visible)
+        out = self.lm.forward(new_ids + [self.mask_token_id] * k, torch.arange(cached, cached + n + k),
+                              context_block_visible(n, k))
         self.lm.compact(list(range(n)), new_ids)  # the mask block goes
         first = n - 1 if self.shift_logits else n
         return out.logits[first : first + k]  # [k, V]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 
 from specdiff.drafters.base import DraftContext, DraftNeeds
-from specdiff.processing import process_rows
+from specdiff.processing import process_paths
 from specdiff.types import TokenLattice
 
 CONFIG_FILE = "config.json"
@@ -248,5 +248,5 @@ class HeadsDrafter:
     @staticmethod
     def _dist(logits: torch.Tensor, ctx: DraftContext, drafted: list[int]) -> torch.Tensor:
         """logits [V] -> the row's distribution: processors with its own context, then softmax or the warp."""
-        logits = process_rows(ctx.processors, [ctx.token_ids + drafted], logits.float()[None])[0]
+        logits = process_paths(ctx.processors, ctx.token_ids, [drafted], logits.float()[None])[0]
         return torch.softmax(logits, dim=-1) if ctx.sampling is None else ctx.sampling.probs(logits)

@@ -67,6 +67,21 @@ def process_rows(processors: LogitsProcessorList | None, contexts: RowContexts |
                         for r, (length, row) in enumerate(zip(contexts.lengths, logits))])
 
 
+def process_paths(processors: LogitsProcessorList | None, committed: list[int] | torch.Tensor,
+                  paths: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
+    """logits [R, V] -> processed logits, row r after `committed` + paths[r] (a drafter's rows: its
+    drafts so far). No processors: no work at all; else the context is one tensor, not R Python copies."""
+    if not processors:
+        return logits
+    base = torch.as_tensor(committed, dtype=torch.long)  # [T]
+    T, width = len(base), max((len(path) for path in paths), default=0)
+    ids = base[:1].repeat(len(paths), T + width) if T else torch.zeros(len(paths), width, dtype=torch.long)
+    ids[:, :T] = base
+    for r, path in enumerate(paths):
+        ids[r, T : T + len(path)] = torch.as_tensor(path, dtype=torch.long)
+    return process_rows(processors, RowContexts(ids, [T + len(path) for path in paths]), logits)
+
+
 def _set_based(processor) -> bool:
     """A processor whose result depends only on the set of context ids (not their order or count)."""
     return (type(processor) is RepetitionPenaltyLogitsProcessor

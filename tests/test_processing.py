@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from specdiff.processing import RowContexts, apply_per_node, build_processors, process_rows
+from specdiff.processing import RowContexts, apply_per_node, build_processors, process_paths, process_rows
 from specdiff.types import DraftTree
 
 
@@ -28,3 +28,17 @@ def test_tree_contexts_are_each_nodes_path():
     logits = torch.randn(len(rows), 40, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(apply_per_node(processors, tree, logits, committed),
                                process_rows(processors, rows, logits))
+
+
+@pytest.mark.parametrize("penalty,ngram", [(1.3, 0), (1.3, 2)])
+def test_drafter_paths_equal_whole_contexts_and_cost_nothing_without_processors(penalty, ngram):
+    """A drafter's rows (committed ids + its drafts so far) without a per-row copy of the context."""
+    g = torch.Generator().manual_seed(2)
+    committed = torch.randint(0, 20, (11,), generator=g).tolist()
+    paths = [[], [3], [3, 7], [12, 12, 5]]
+    logits = torch.randn(len(paths), 20, generator=g)
+    processors = build_processors(penalty, ngram)
+    torch.testing.assert_close(process_paths(processors, committed, paths, logits),
+                               process_rows(processors, [committed + path for path in paths], logits))
+    assert process_paths(build_processors(), committed, paths, logits) is logits
+    assert process_paths(None, committed, paths, logits) is logits
