@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -276,15 +277,28 @@ def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, bat
                f"{result.tokens_seen:,} tokens, {result.train_seconds / 60:.1f} min -> {out_dir}", err=True)
 
 
+def _feature_drafter_options(command):
+    """--target, --data, --out-dir, --work-dir, --steps and --teacher-dtype of the drafters trained on the
+    target's features over its replies (`TeacherFeatures`)."""
+    options = [
+        click.option("--target", metavar="NAME|DIR", required=True,
+                     help="The frozen target: a zoo name or a model directory with its tokenizer."),
+        click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+                     help="A `specdiff train data` directory of the target's replies."),
+        click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Where the drafter (config.json, model.safetensors) and its model card go."),
+        _work_dir,
+        _steps,
+        click.option("--teacher-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+                     help="Dtype the target computes its features in (part of their cache key) [default: bfloat16]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @train_group.command("eagle")
-@click.option("--target", metavar="NAME|DIR", required=True,
-              help="The frozen target: a zoo name or a model directory with its tokenizer.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
-              help="A `specdiff train data` directory of the target's replies.")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Where the drafter (config.json, model.safetensors) and its model card go.")
-@_work_dir
-@_steps
+@_feature_drafter_options
 @click.option("--layers", default=None,
               help="Comma-separated hidden_states indices the drafter reads (0: embeddings, i: output of layer i, "
                    "L: the LM head's input, EAGLE-1) [default: EAGLE-3's 2, L//2, L-3].")
@@ -295,13 +309,12 @@ def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, bat
               help="Training-time test depth: steps the drafter is unrolled on its own features [default: 3].")
 @click.option("--feature-weight", type=click.FloatRange(min=0), default=None,
               help="EAGLE-1 feature regression weight (0: off) [default: 0].")
-@click.option("--teacher-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
-              help="Dtype the target computes its features in (part of their cache key) [default: bfloat16].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Windows per step [default: 8].")
-@click.option("--seq-len", type=click.IntRange(min=8), default=None, help="Positions per window [default: 256].")
+@click.option("--seq-len", type=click.IntRange(min=8), default=None,
+              help="Positions per window; longer records are windowed [default: 384].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate [default: 5e-4].")
-def train_eagle(target, data_dir, out_dir, work_dir, steps, layers, draft_vocab, ttt_steps, feature_weight,
-                teacher_dtype, batch_size, seq_len, lr):
+def train_eagle(target, data_dir, out_dir, work_dir, steps, teacher_dtype, layers, draft_vocab, ttt_steps,
+                feature_weight, batch_size, seq_len, lr):
     """Train an EAGLE drafter on a frozen target's features over its own replies (EAGLE-3's training-time
     test) and export it with a model card (held-out acceptance per draft position).
 
@@ -310,20 +323,27 @@ def train_eagle(target, data_dir, out_dir, work_dir, steps, layers, draft_vocab,
       specdiff train eagle --target smollm2-135m-instruct --data datasets/smollm2-135m-instruct \\
           --out-dir ./smollm2-eagle --layers 2,15,27 --draft-vocab 8192
     """
-    from specdiff.cli.common import command_line
     from specdiff.training.eagle_recipe import EagleRecipe, run_eagle
 
-    sizes = {name: value for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("lr", lr))
-             if value is not None}
     given = dict(layers=_int_list(layers, "--layers") if layers is not None else None, draft_vocab=draft_vocab,
                  ttt_steps=ttt_steps, feature_weight=feature_weight, teacher_dtype=teacher_dtype)
+    _train_feature_drafter(functools.partial(EagleRecipe, out_dir.name, target, str(data_dir)), run_eagle, out_dir,
+                           work_dir, steps, given, dict(batch_size=batch_size, seq_len=seq_len, lr=lr))
+
+
+def _train_feature_drafter(make_recipe, run, out_dir: Path, work_dir: Path, steps: int | None, given: dict,
+                           sizes: dict) -> None:
+    """make_recipe(command=..., **the options given) (the recipe's defaults for the rest; `sizes` go into its
+    TrainConfig), then run(recipe, work_dir, out_dir, steps) and report; errors become usage errors."""
+    from specdiff.cli.common import command_line
+
     command = "specdiff train" + command_line(click.get_current_context())[len("specdiff"):]
+    sizes = {name: value for name, value in sizes.items() if value is not None}
     try:
-        recipe = EagleRecipe(out_dir.name, target, str(data_dir), command=command,
-                             **{name: value for name, value in given.items() if value is not None})
+        recipe = make_recipe(command=command, **{name: value for name, value in given.items() if value is not None})
         if sizes:
             recipe = replace(recipe, train=replace(recipe.train, **sizes))
-        result = run_eagle(recipe, work_dir, out_dir, steps)
+        result = run(recipe, work_dir, out_dir, steps)
     except (ValueError, FileNotFoundError) as error:
         raise click.UsageError(str(error)) from None
     if result.interrupted:
@@ -339,3 +359,62 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers like 2,15,27, got {value!r}",
                                  param_hint=flag) from None
+
+
+@train_group.command("dflash")
+@click.option("--target", metavar="NAME|DIR", required=True,
+              help="The frozen target: a zoo name or a model directory with its tokenizer.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="A `specdiff train data` directory of the target's replies.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where the drafter (config.json, model.safetensors) and its model card go.")
+@_work_dir
+@_steps
+@click.option("--layers", default=None,
+              help="Comma-separated hidden_states indices the drafter fuses (0: embeddings, i: output of layer i) "
+                   "[default: 2, L//2, L-3].")
+@click.option("--block-size", type=click.IntRange(min=2), default=None,
+              help="Rows per block: the last committed token and block-size - 1 masks, the most drafted per step "
+                   "[default: 16].")
+@click.option("--num-layers", type=click.IntRange(min=1), default=None,
+              help="Draft decoder layers, of the target's architecture [default: 1].")
+@click.option("--anchors", type=click.IntRange(min=1), default=None,
+              help="Random blocks per sequence per step [default: 16].")
+@click.option("--teacher-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+              help="Dtype the target computes its features in (part of their cache key) [default: bfloat16].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Sequences per step [default: 8].")
+@click.option("--seq-len", type=click.IntRange(min=8), default=None,
+              help="Context rows per sequence (longer records are windowed) [default: 512].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate [default: 6e-4].")
+def train_dflash(target, data_dir, out_dir, work_dir, steps, layers, block_size, num_layers, anchors, teacher_dtype,
+                 batch_size, seq_len, lr):
+    """Train a DFlash drafter (block diffusion conditioned on the target's hidden states) on a frozen
+    target's own replies, and export it with a model card (held-out acceptance per block position).
+
+    \b
+    Example:
+      specdiff train dflash --target smollm2-135m-instruct --data datasets/smollm2-135m-instruct \\
+          --out-dir ./smollm2-dflash --layers 2,15,27 --block-size 16 --num-layers 1
+    """
+    from specdiff.cli.common import command_line
+    from specdiff.training.dflash_recipe import DFlashRecipe, run_dflash
+
+    sizes = {name: value for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("lr", lr))
+             if value is not None}
+    given = dict(layers=_int_list(layers, "--layers") if layers is not None else None, block_size=block_size,
+                 num_layers=num_layers, anchors=anchors, teacher_dtype=teacher_dtype)
+    command = "specdiff train" + command_line(click.get_current_context())[len("specdiff"):]
+    try:
+        recipe = DFlashRecipe(out_dir.name, target, str(data_dir), command=command,
+                              **{name: value for name, value in given.items() if value is not None})
+        if sizes:
+            recipe = replace(recipe, train=replace(recipe.train, **sizes))
+        result = run_dflash(recipe, work_dir, out_dir, steps)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.UsageError(str(error)) from None
+    if result.interrupted:
+        click.echo(f"stopped at step {result.step}; run the same command again to resume", err=True)
+        raise SystemExit(130)
+    click.echo(f"{recipe.name}: {result.step} steps, held-out loss {result.eval_loss:.4f}, "
+               f"{result.train_seconds / 60:.1f} min -> {out_dir}", err=True)

@@ -2,10 +2,15 @@
 
 from specdiff.drafters.autoregressive import AutoregressiveDrafter
 from specdiff.drafters.base import DraftContext, Drafter
+from specdiff.drafters.dflash import TargetDiffusionDrafter
+from specdiff.drafters.dflash_model import DFlashConfig, DFlashModel
 from specdiff.drafters.diffusion import DiffusionDrafter
+from specdiff.drafters.eagle import EagleDrafter
+from specdiff.drafters.eagle_model import EagleConfig, EagleModel
 from specdiff.drafters.heads import HeadsConfig, HeadsDrafter, MedusaHeads
 from specdiff.drafters.lookup import PromptLookupDrafter
 from specdiff.drafters.tidar import TiDARDrafter
 
-__all__ = ["AutoregressiveDrafter", "DiffusionDrafter", "DraftContext", "Drafter", "HeadsConfig", "HeadsDrafter",
-           "MedusaHeads", "PromptLookupDrafter", "TiDARDrafter"]
+__all__ = ["AutoregressiveDrafter", "DFlashConfig", "DFlashModel", "DiffusionDrafter", "DraftContext", "Drafter",
+           "EagleConfig", "EagleDrafter", "EagleModel", "HeadsConfig", "HeadsDrafter", "MedusaHeads",
+           "PromptLookupDrafter", "TargetDiffusionDrafter", "TiDARDrafter"]

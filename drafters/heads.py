@@ -28,11 +28,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 
 from specdiff.drafters.base import DraftContext, DraftNeeds
+from specdiff.drafters.files import CONFIG_FILE, WEIGHTS_FILE, read_config
 from specdiff.processing import process_paths
 from specdiff.types import TokenLattice
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 KIND = "specdiff-medusa-heads"  # in config.json, so a heads directory is never mistaken for a causal LM
 TRAIN_HINT = "train heads for it with `specdiff train heads --target PATH_OR_ZOO_NAME`"
 
@@ -171,17 +170,8 @@ class MedusaHeads(torch.nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32,
                         device: str | torch.device = "cpu") -> "MedusaHeads":
-        directory = Path(directory)
-        config_path = directory / CONFIG_FILE
-        if not config_path.exists() or not (directory / WEIGHTS_FILE).exists():
-            raise FileNotFoundError(f"no heads at {str(directory)!r}: need {CONFIG_FILE} and {WEIGHTS_FILE} "
-                                    f"written by MedusaHeads.save_pretrained; {TRAIN_HINT}")
-        values = json.loads(config_path.read_text())
-        if values.pop("kind", None) != KIND:
-            raise ValueError(f"{str(directory)!r} holds a model, not heads (its {CONFIG_FILE} has no "
-                             f"\"kind\": \"{KIND}\"); pass a directory written by MedusaHeads.save_pretrained")
-        heads = cls(HeadsConfig(**values))
-        load_model(heads, str(config_path.with_name(WEIGHTS_FILE)), strict=True)
+        heads = cls(HeadsConfig(**read_config(directory, KIND, "heads", "MedusaHeads", TRAIN_HINT)))
+        load_model(heads, str(Path(directory) / WEIGHTS_FILE), strict=True)
         return heads.to(device=device, dtype=dtype).eval()
 
 

@@ -47,6 +47,14 @@ def block_allowed(
     return allowed
 
 
+def context_block_visible(num_context: int, block: int) -> torch.Tensor:
+    """[n + b, n + b] bool over one forward of n new context rows, then a block of b rows (block diffusion):
+    the context rows are causal among themselves; the block rows see every context row and the whole block."""
+    visible = torch.ones(num_context + block, num_context + block, dtype=torch.bool).tril()
+    visible[num_context:, num_context:] = True
+    return visible
+
+
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype, device) -> torch.Tensor:
     """bool [Q, K] -> additive float [1, 1, Q, K]: 0 where allowed, finfo.min elsewhere.
 

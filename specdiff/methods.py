@@ -28,7 +28,7 @@ from specdiff.config import DecodingConfig
 # method builds from are imported when it builds, so listing methods does not import torch.
 if TYPE_CHECKING:
     from specdiff.api import SpecDiff
-    from specdiff.drafters import MedusaHeads
+    from specdiff.drafters import DFlashModel, EagleModel, MedusaHeads
     from specdiff.policies import DraftLengthPolicy
     from specdiff.trees import TreeBuilder
 
@@ -232,13 +232,9 @@ class HeadsMethod:
     @staticmethod
     def load_drafter(spec: str, dtype, device) -> MedusaHeads:
         """Heads from a directory, or a zoo name (FileNotFoundError / ValueError name the fix)."""
-        from specdiff import zoo
         from specdiff.drafters import MedusaHeads
 
-        path = Path(spec).expanduser()
-        if not path.exists() and "/" not in spec:
-            path = zoo.path(spec)  # a zoo name; raises FileNotFoundError naming what is shipped
-        return MedusaHeads.from_pretrained(path, dtype=dtype, device=device)
+        return MedusaHeads.from_pretrained(_directory_or_zoo(spec), dtype=dtype, device=device)
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import HeadsDrafter
@@ -254,6 +250,110 @@ class HeadsMethod:
         else:
             tree = Chain()
         return MethodParts(drafter, tree, FixedDraftLength(depth))
+
+
+def _directory_or_zoo(spec: str) -> Path:
+    """A drafter directory, or the zoo's directory of that name (FileNotFoundError names what is shipped)."""
+    from specdiff import zoo
+
+    path = Path(spec).expanduser()
+    if not path.exists() and "/" not in spec:
+        path = zoo.path(spec)
+    return path
+
+
+@dataclass(frozen=True)
+class EagleMethod:
+    """An EAGLE drafter (one decoder layer over the target's features, autoregressive) drafts a greedy
+    chain of `k` (top_k 1) or EAGLE-2's dynamic tree: a `top_k`-wide beam `k` deep, of which OPT-Tree
+    keeps the best `node_budget` nodes.
+
+    The drafter is not a causal LM: `load_drafter` reads an EAGLE directory (EagleModel.save_pretrained)
+    or a zoo name, and `build` attaches it to the target's embedding and LM head."""
+
+    name: str
+    description: str
+    k: int = 5
+    top_k: int = 1
+    node_budget: int | None = None
+    default_drafter: str | None = "smollm2-135m-instruct-eagle"
+
+    def __post_init__(self):
+        if self.k < 1 or self.top_k < 1:
+            raise ValueError(f"k and top_k must be >= 1, got k={self.k}, top_k={self.top_k}")
+        if self.node_budget is not None and self.node_budget < 1:
+            raise ValueError(f"node_budget must be >= 1 or None (no OPT-Tree), got {self.node_budget}")
+
+    @staticmethod
+    def load_drafter(spec: str, dtype, device) -> EagleModel:
+        """An EAGLE drafter from a directory, or a zoo name (FileNotFoundError / ValueError name the fix)."""
+        from specdiff.drafters import EagleModel
+
+        return EagleModel.from_pretrained(_directory_or_zoo(spec), dtype=dtype, device=device)
+
+    def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        from specdiff.drafters import EagleDrafter
+        from specdiff.policies import FixedDraftLength
+        from specdiff.trees import Chain, OptTree
+
+        depth = options.draft_length or self.k
+        drafter = EagleDrafter(drafter_model, target, k=depth, top_k=self.top_k)
+        tree = Chain() if self.node_budget is None else OptTree(node_budget=self.node_budget, max_depth=depth)
+        return MethodParts(drafter, tree, FixedDraftLength(depth))
+
+
+@dataclass(frozen=True)
+class DFlashMethod:
+    """A DFlash drafter (target-conditioned block diffusion) drafts up to block_size - 1 positions in one
+    forward from the target's hidden states, as a lattice; the search makes it the argmax chain, CPS
+    (scored by the online n-gram of the context: the shipped stdlib 3-gram speaks another tokenizer)
+    or an OPT-Tree; optionally DiffuSpec's adaptive draft length.
+
+    The drafter is not a causal LM: `load_drafter` reads a DFlash directory (DFlashModel.save_pretrained)
+    or a zoo name, and `build` attaches it to the target's embedding and LM head."""
+
+    name: str
+    description: str
+    search: str = "chain"  # "chain" | "cps" | "opt-tree"
+    adaptive: bool = False
+    node_budget: int = 16  # opt-tree
+    default_drafter: str | None = "smollm2-135m-instruct-dflash"
+
+    def __post_init__(self):
+        if self.search not in ("chain", "cps", "opt-tree"):
+            raise ValueError(f"search must be 'chain', 'cps' or 'opt-tree', got {self.search!r}")
+        if self.node_budget < 1:
+            raise ValueError(f"node_budget must be >= 1, got {self.node_budget}")
+
+    @staticmethod
+    def load_drafter(spec: str, dtype, device) -> DFlashModel:
+        """A DFlash drafter from a directory, or a zoo name (FileNotFoundError / ValueError name the fix)."""
+        from specdiff.drafters import DFlashModel
+
+        return DFlashModel.from_pretrained(_directory_or_zoo(spec), dtype=dtype, device=device)
+
+    def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
+        from specdiff.drafters import TargetDiffusionDrafter
+        from specdiff.ngram import OnlineNGram
+        from specdiff.policies import AdaptiveDraftLength, FixedDraftLength
+        from specdiff.trees import CausalConsistencySearch, Chain, OptTree
+
+        eos = DecodingConfig.from_model(target).eos_token_ids
+        most = drafter_model.config.block_size - 1  # a block can shrink at inference, not grow
+        drafter = TargetDiffusionDrafter(drafter_model, target, k=min(options.draft_length or most, most),
+                                         eos_token_ids=eos)
+        k = drafter.k
+        if self.adaptive:
+            policy = AdaptiveDraftLength(k_min=max(1, k // 2), k_max=k, delta=max(1, k // 4))
+        else:
+            policy = FixedDraftLength(k)
+        if self.search == "cps":
+            tree = CausalConsistencySearch(proxy=OnlineNGram(drafter_model.config.vocab_size), eos_token_ids=eos)
+        elif self.search == "opt-tree":
+            tree = OptTree(node_budget=self.node_budget, max_depth=k)
+        else:
+            tree = Chain()
+        return MethodParts(drafter, tree, policy)
 
 
 @dataclass(frozen=True)
@@ -361,6 +461,16 @@ register(DiffusionMethod("dlm-opt-tree", "diffusion lattice -> OPT-Tree of 16 no
 register(HeadsMethod("heads", "Medusa-style heads on the target's hidden state, argmax chain (no drafter forward)"))
 register(HeadsMethod("heads-tree", "Medusa-style heads, OPT-Tree of 16 nodes over each head's top-4",
                      search="opt-tree"))
+register(EagleMethod("eagle", "EAGLE drafter: one decoder layer over the target's features (EAGLE-3 taps), "
+                     "greedy chain of 5"))
+register(EagleMethod("eagle-tree", "EAGLE-2 dynamic tree: a 4-wide beam of the EAGLE drafter, 6 deep, OPT-Tree keeps "
+                     "the best 16 nodes", k=6, top_k=4, node_budget=16))
+register(DFlashMethod("dflash", "DFlash drafter: the target's hidden states condition a block-diffusion drafter, "
+                     "a block (15 drafts with blocks of 16) in one forward, argmax chain"))
+register(DFlashMethod("dflash-cps", "DFlash drafter + causal-consistency search (online n-gram of the context)",
+                     search="cps"))
+register(DFlashMethod("dflash-opt-tree", "DFlash lattice -> OPT-Tree of 16 nodes", search="opt-tree"))
+register(DFlashMethod("dflash-adl", "DFlash drafter, argmax chain, adaptive draft length", adaptive=True))
 register(TiDARMethod("tidar", "TiDAR model (not the target): verifies its drafts and drafts the next block "
                      "of 8 in one forward; exact w.r.t. its own generate"))
 register(TiDARMethod("tidar-opt-tree", "TiDAR model, OPT-Tree of 8 nodes over its block lattice, 4 deep, a block "

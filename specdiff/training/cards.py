@@ -16,3 +16,8 @@ def machine_label() -> str:
 def write_card(out: Path, card: dict, markdown: str) -> None:
     (out / "card.json").write_text(json.dumps(card, indent=1))
     (out / "README.md").write_text(markdown)
+
+
+def fact_table(rows: list[tuple[str, object]]) -> str:
+    """A model card's two-column Markdown table, one (label, value) per row."""
+    return "| | |\n|---|---|\n" + "\n".join(f"| {label} | {value} |" for label, value in rows)

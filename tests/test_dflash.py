@@ -1,0 +1,328 @@
+"""DFlash, target-conditioned block diffusion (issue 15): the drafter's one forward and the training
+block mask by hand, training and inference seeing the same blocks, greedy equality with `generate` for
+every dflash method on several architectures, a pattern only the target's hidden states reveal (and
+that features one position off lose), sampling that follows the target's law, exact resume, files, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import tiny
+from specdiff import SpecDiff, methods
+from specdiff.drafters import DFlashModel, TargetDiffusionDrafter
+from specdiff.drafters.base import DraftContext
+from specdiff.training import distill
+from specdiff.training.dflash import (IGNORE, AnchorBatch, AnchorSampler, DFlashObjective, anchor_block_logits,
+                                      anchor_block_mask, block_labels, heldout_acceptance, slot_weights)
+from specdiff.training.distill import teacher_hidden_states
+from specdiff.training.features import TeacherFeatures
+from specdiff.training.loop import TrainConfig, train
+from test_cli import assert_clean_failure, invoke, tiny_models  # noqa: F401  (session fixture)
+from test_sampling import P_VALUE
+from test_sampling_e2e import first_tokens_pvalue, small_model
+
+NEW_TOKENS = 20
+METHODS = ["dflash", "dflash-cps", "dflash-opt-tree", "dflash-adl"]
+
+
+def untrained(target, block_size: int = 5, seed: int = 1) -> DFlashModel:
+    torch.manual_seed(seed)
+    return DFlashModel.for_target(target, block_size=block_size)
+
+
+def target_features(target, ids: list[int], layers) -> torch.Tensor:
+    """[T, layers, H] the target's hidden states over a plain forward of `ids`."""
+    return teacher_hidden_states(target, [ids], layers)[0]
+
+
+# --- the masks, by hand ------------------------------------------------------------------------
+
+
+def test_one_forward_per_step_context_causal_block_bidirectional():
+    target = tiny.build("llama")
+    drafter = TargetDiffusionDrafter(untrained(target, block_size=4), target)
+    calls = []
+    forward = drafter.lm.forward
+    drafter.lm.forward = lambda ids, positions, visible, **kw: calls.append((positions, visible)) or forward(
+        ids, positions, visible, **kw)
+    prompt = [5, 6, 7, 8]
+    states = target_features(target, prompt, drafter.needs.hidden_layers).transpose(0, 1)  # [layers, T, H]
+    lattice = drafter.propose(DraftContext(prompt, budget=3, new_hidden=states[:, :3], new_hidden_start=0))
+    assert lattice.length == 3 and len(calls) == 1
+    positions, visible = calls[0]
+    # context rows 0..2 (states of tokens 5, 6, 7), anchor 8 at 3, masks at 4..6
+    assert positions.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert visible.int().tolist() == [[1, 0, 0, 0, 0, 0, 0],
+                                      [1, 1, 0, 0, 0, 0, 0],
+                                      [1, 1, 1, 0, 0, 0, 0],
+                                      [1, 1, 1, 1, 1, 1, 1],
+                                      [1, 1, 1, 1, 1, 1, 1],
+                                      [1, 1, 1, 1, 1, 1, 1],
+                                      [1, 1, 1, 1, 1, 1, 1]]
+    assert drafter.lm.ids == [5, 6, 7] and drafter.lm.pending == 0  # the block is dropped
+    # next step: tokens 9, 10 committed, the verifier hands over the states at positions 3 and 4
+    committed = prompt + [9, 10]
+    states = target_features(target, committed, drafter.needs.hidden_layers).transpose(0, 1)
+    drafter.propose(DraftContext(committed, budget=2, new_hidden=states[:, 3:5], new_hidden_start=3))
+    positions, visible = calls[1]
+    assert positions.tolist() == [3, 4, 5, 6, 7] and visible.shape == (5, 5)  # 2 context rows, anchor, 2 masks
+    assert visible[:2, :2].tolist() == [[True, False], [True, True]] and bool(visible[2:].all())
+    assert drafter.lm.ids == committed[:-1]
+    with pytest.raises(RuntimeError, match="not handed over"):  # a step's states went missing
+        drafter.propose(DraftContext(committed + [3, 4, 5], budget=2, new_hidden=states[:, :1], new_hidden_start=7))
+
+
+def test_training_block_mask_by_hand():
+    # 4 context rows; a block of 2 anchored at 2 and a padding block
+    allowed = anchor_block_mask(torch.tensor([[2, -1]]), seq_len=4, block_size=2)[0]
+    assert allowed.int().tolist() == [[1, 0, 0, 0, 0, 0, 0, 0],
+                                      [1, 1, 0, 0, 0, 0, 0, 0],
+                                      [1, 1, 1, 0, 0, 0, 0, 0],
+                                      [1, 1, 1, 1, 0, 0, 0, 0],
+                                      [1, 1, 0, 0, 1, 1, 0, 0],  # sees the context before its anchor, its block
+                                      [1, 1, 0, 0, 1, 1, 0, 0],
+                                      [0, 0, 0, 0, 0, 0, 1, 1],  # padding: only itself
+                                      [0, 0, 0, 0, 0, 0, 1, 1]]
+    batch = AnchorBatch(torch.tensor([[4, 5, 6, 7]]), torch.zeros(1, 4, 1, 2), torch.tensor([0]),
+                        torch.tensor([4]), torch.tensor([[2, -1]]))
+    assert block_labels(batch, 3).tolist() == [[[IGNORE, 7, IGNORE], [IGNORE] * 3]]  # slot 2 runs past the row
+    assert slot_weights(4, gamma=2.0).tolist() == pytest.approx([0.0, 1.0, np.exp(-0.5), np.exp(-1.0)])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+def test_training_blocks_are_the_drafted_blocks(model_type):
+    """The training forward's block at anchor p equals the drafter's block after committing tokens 0..p."""
+    target = tiny.build(model_type)
+    model = untrained(target, block_size=4)
+    ids = tiny.repetitive_prompt(12)[0].tolist()
+    features = target_features(target, ids, model.config.layers)  # [S, layers, H]
+    anchors = torch.tensor([[3, 8, -1]])
+    batch = AnchorBatch(torch.tensor([ids]), features[None].half(), torch.tensor([0]), torch.tensor([12]), anchors)
+    with torch.no_grad():
+        trained_view = anchor_block_logits(model, batch)[0]  # [A, b, V]
+    drafter = TargetDiffusionDrafter(model, target)
+    for a, p in enumerate([3, 8]):
+        drafter.reset()
+        states = features[:p].half().transpose(0, 1)
+        ctx = DraftContext(ids[: p + 1], budget=3, new_hidden=states, new_hidden_start=0)
+        torch.testing.assert_close(drafter._block_logits(ctx, 3), trained_view[a, 1:], atol=1e-4, rtol=0)
+
+
+# --- lossless ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3", "gpt2", "gemma", "phi3"])
+def test_greedy_equals_generate_for_every_method(model_type):
+    target = tiny.build(model_type)
+    prompt = tiny.repetitive_prompt()
+    expected = tiny.reference(target, prompt, NEW_TOKENS)
+    model = untrained(target)
+    for name in METHODS:
+        spec = methods.build(name, target, None, model)
+        assert spec.generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected, name
+        steps = len(spec.last_stats.accepted_lengths)
+        assert steps - 1 <= spec.drafter.forward_count <= steps  # one forward a step (none for a last bonus-only one)
+    assert methods.build("dflash", target, None, model, methods.MethodOptions(draft_length=99)).drafter.k == 4
+
+
+# --- a pattern the target's hidden states reveal -------------------------------------------------
+
+V = 16
+
+
+def pattern_rows(count: int, seed: int, random: int = 6, length: int = 32) -> torch.Tensor:
+    """[count, length]: random tokens, then c d c d ... with c != d drawn per row."""
+    g = np.random.default_rng(seed)
+    rows = [np.concatenate([g.integers(3, V, random), np.resize(g.choice(np.arange(3, V), 2, replace=False),
+                                                                 length - random)]) for _ in range(count)]
+    return torch.tensor(np.array(rows))
+
+
+def pattern_target():
+    """A tiny Llama taught the pattern, so that its greedy replies continue it."""
+    target = tiny.build("llama", vocab_size=V, tie_word_embeddings=True).train()
+    optimizer = torch.optim.AdamW(target.parameters(), lr=1e-2)
+    rows = pattern_rows(2400, seed=0)
+    for step in range(150):
+        batch = rows[16 * step : 16 * step + 16]
+        logits = target(batch).logits[:, 7:-1]  # the pattern part
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), batch[:, 8:].reshape(-1))
+        optimizer.zero_grad(), loss.backward(), optimizer.step()
+    return target.eval().requires_grad_(False)
+
+
+def in_memory_features(target, prompts: torch.Tensor, reply_tokens: int, layers) -> TeacherFeatures:
+    """`TeacherFeatures` of prompts + the target's greedy replies, built in memory."""
+    with torch.no_grad():
+        rows = target.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=reply_tokens,
+                               do_sample=False)
+    ids = [row.numpy() for row in rows]
+    states = torch.cat(teacher_hidden_states(target, ids, layers)).to(torch.float16).numpy()
+    offsets = np.arange(len(ids) + 1) * rows.shape[1]
+    return TeacherFeatures(Path("."), tuple(layers), offsets, np.full(len(ids), prompts.shape[1]),
+                           rows.flatten().numpy().astype(np.int32), states)
+
+
+PROMPT = 10  # 6 random tokens, then c d c d: the pattern is set before the reply
+PATTERN_CONFIG = TrainConfig(steps=150, batch_size=8, seq_len=PROMPT + 16, lr=1e-2, warmup_steps=10, eval_every=150,
+                             eval_batches=2, save_every=150)
+
+
+@pytest.fixture(scope="module")
+def pattern(tmp_path_factory):
+    target = pattern_target()
+    layers = DFlashModel.for_target(target, block_size=4).config.layers
+    train_features = in_memory_features(target, pattern_rows(256, seed=1)[:, :PROMPT], 16, layers)
+    heldout_features = in_memory_features(target, pattern_rows(32, seed=2)[:, :PROMPT], 16, layers)
+    sampler = AnchorSampler(train_features, layers, PATTERN_CONFIG.seq_len, 8, 16, seed=0)
+    heldout = AnchorSampler(heldout_features, layers, PATTERN_CONFIG.seq_len, 8, 16, seed=99).fixed_batches(2)
+    torch.manual_seed(0)
+    model = DFlashModel.for_target(target, block_size=4)
+    train(model, DFlashObjective(), sampler.batch, heldout, PATTERN_CONFIG, tmp_path_factory.mktemp("dflash"))
+    return target, model.eval(), sampler, heldout
+
+
+class ShiftedDrafter(TargetDiffusionDrafter):
+    """Features one position off: position j gets the target's state at j - 1."""
+
+    def reset(self):
+        super().reset()
+        self.previous = None
+
+    def propose(self, ctx):
+        states = ctx.new_hidden
+        before = states[:, :1] if self.previous is None else self.previous
+        self.previous = states[:, -1:]
+        return super().propose(dataclasses.replace(ctx, new_hidden=torch.cat([before, states[:, :-1]], dim=1)))
+
+
+def pattern_tau(target, drafter) -> float:
+    """tau (new tokens / target forwards) over greedy replies to held-out pattern prompts, each `generate`'s."""
+    tokens = forwards = 0
+    for row in pattern_rows(8, seed=3):
+        prompt = row[:PROMPT][None]
+        result = SpecDiff(target, drafter).generate(prompt, max_new_tokens=33)
+        assert result.token_ids == tiny.reference(target, prompt, 33)
+        tokens, forwards = tokens + len(result.token_ids), forwards + len(result.stats.accepted_lengths)
+    return tokens / forwards
+
+
+def test_the_target_states_make_the_pattern_predictable(pattern):
+    target, model, _, heldout = pattern
+    b = model.config.block_size
+    assert heldout_acceptance(model, heldout)["tau"] >= 0.7 * b
+    assert pattern_tau(target, TargetDiffusionDrafter(model, target)) >= 0.7 * b
+    # Token d after "... c d c" sits in the state of the position before the anchor: one position off, it is lost.
+    assert pattern_tau(target, ShiftedDrafter(model, target)) < 0.4 * b
+
+
+# --- sampling ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["dflash", "dflash-opt-tree"])
+def test_sampled_tokens_follow_the_target(method):
+    target = small_model(0)
+    torch.manual_seed(5)
+    model = DFlashModel.for_target(target, block_size=3)
+    with torch.no_grad():  # a peaked drafter, so drafts are both accepted and rejected
+        model.mask_embedding.normal_(0, 1.0)
+    spec = methods.build(method, target, None, model)
+    options = dict(temperature=1.0, top_k=0, repetition_penalty=1.2)
+    assert first_tokens_pvalue(spec, target, 3, 200, options) > P_VALUE
+    accepted = {n for seed in range(20) for n in spec.generate(torch.tensor([[3, 4, 5, 3, 4]]), max_new_tokens=6,
+                                                               temperature=1.0, seed=seed).stats.accepted_lengths}
+    assert 0 in accepted and max(accepted) >= 1
+
+
+# --- training: resume, files, CLI ---------------------------------------------------------------
+
+
+def test_interrupted_training_resumes_exactly(pattern, tmp_path):
+    target, _, sampler, heldout = pattern
+    config = TrainConfig(steps=6, batch_size=8, seq_len=PROMPT + 16, lr=1e-2, warmup_steps=1, eval_every=3,
+                         eval_batches=2, save_every=2)
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return DFlashModel.for_target(target, block_size=4)
+
+    reference = fresh(0)
+    train(reference, DFlashObjective(), sampler.batch, heldout, config, tmp_path / "ref")
+
+    def interrupting(step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return sampler.batch(step)
+
+    assert train(fresh(0), DFlashObjective(), interrupting, heldout, config, tmp_path / "run").interrupted
+    resumed = fresh(7)  # other weights: everything must come from the checkpoint
+    assert train(resumed, DFlashObjective(), sampler.batch, heldout, config, tmp_path / "run").step == 6
+    for (name, a), (_, b) in zip(reference.named_parameters(), resumed.named_parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_save_load_round_trip_and_mismatch_errors(tmp_path):
+    target = tiny.build("llama")
+    model = untrained(target, block_size=4)
+    with torch.no_grad():  # fp16-exact weights: the file stores fp16
+        for name, parameter in model.named_parameters():
+            if name not in model.shared_names():
+                parameter.copy_(parameter.half().float())
+    model.save_pretrained(tmp_path / "dflash")
+    with safe_open(str(tmp_path / "dflash" / "model.safetensors"), "pt") as handle:
+        keys = list(handle.keys())
+        assert {handle.get_tensor(key).dtype for key in keys} == {torch.float16}
+    assert not any("embed_tokens" in key or "lm_head" in key for key in keys)  # the target's tensors are not stored
+    assert "mask_embedding" in keys and "fc.weight" in keys
+    loaded = methods.get("dflash").load_drafter(str(tmp_path / "dflash"), torch.float32, "cpu").attach(target)
+    prompt = tiny.repetitive_prompt()
+    expected = SpecDiff(target, TargetDiffusionDrafter(model, target)).generate(prompt, max_new_tokens=12)
+    again = SpecDiff(target, TargetDiffusionDrafter(loaded, target)).generate(prompt, max_new_tokens=12)
+    assert again.token_ids == expected.token_ids and again.stats.accepted_lengths == expected.stats.accepted_lengths
+    with pytest.raises(ValueError, match="vocabulary 256.*vocabulary 128"):
+        loaded.attach(tiny.build("llama", vocab_size=128))
+    with pytest.raises(ValueError, match="hidden size 64.*hidden size 32"):
+        TargetDiffusionDrafter(loaded, tiny.build("llama", hidden_size=32))
+    with pytest.raises(ValueError, match="block_size - 1 = 3"):
+        TargetDiffusionDrafter(loaded, target, k=4)
+    target.save_pretrained(tmp_path / "causal-lm")
+    with pytest.raises(ValueError, match="not a DFlash drafter"):
+        DFlashModel.from_pretrained(tmp_path / "causal-lm")
+
+
+def write_distillation_set(out_dir: Path, vocab: int, records: int = 200) -> None:
+    """A `specdiff train data` directory of random prompt and reply ids (the loader reads any ids)."""
+    distill.open_plan(out_dir, distill.DistillConfig(target="tiny", prompts=records), lambda: [])
+    g = np.random.default_rng(0)
+    prompts = [g.integers(3, vocab, 6).tolist() for _ in range(records)]
+    replies = [g.integers(3, vocab, 10).tolist() for _ in range(records)]
+    (out_dir / distill.SHARD_DIR).mkdir()
+    distill.write_shard(out_dir, 0, {"prompt_ids": prompts, "response_ids": replies, "records": [{}] * records}, 0.0)
+
+
+def test_cli_trains_exports_and_generates(tiny_models, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the teacher features' cache
+    target_dir, _ = tiny_models
+    vocab = json.loads((target_dir / "config.json").read_text())["vocab_size"]
+    write_distillation_set(tmp_path / "data", vocab)
+    out = tmp_path / "tiny-dflash"
+    result = invoke("train", "dflash", "--target", target_dir, "--data", tmp_path / "data", "--out-dir", out,
+                    "--work-dir", tmp_path / "work", "--steps", 3, "--block-size", 4, "--batch-size", 2,
+                    "--seq-len", 16, "--anchors", 4, "--teacher-dtype", "float32")
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "card.json").read_text())
+    assert card["steps"] == 3 and len(card["heldout_acceptance"]["accuracy_by_position"]) == 3
+    assert "TargetDiffusionDrafter.from_pretrained" in (out / "README.md").read_text()
+    assert list((tmp_path / "cache" / "specdiff" / "features").glob("*-l1-2-*"))  # the layers plus the LM head's input
+    result = invoke("generate", "--target", target_dir, "--method", "dflash-cps", "--drafter", out,
+                    "--max-new-tokens", 8, "def f(x):")
+    assert result.exit_code == 0, result.output
+    assert_clean_failure(invoke("train", "dflash", "--target", target_dir, "--data", tmp_path / "data", "--out-dir",
+                                out, "--layers", "2,x"), "--layers")
