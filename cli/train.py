@@ -362,14 +362,7 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
 
 
 @train_group.command("dflash")
-@click.option("--target", metavar="NAME|DIR", required=True,
-              help="The frozen target: a zoo name or a model directory with its tokenizer.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
-              help="A `specdiff train data` directory of the target's replies.")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Where the drafter (config.json, model.safetensors) and its model card go.")
-@_work_dir
-@_steps
+@_feature_drafter_options
 @click.option("--layers", default=None,
               help="Comma-separated hidden_states indices the drafter fuses (0: embeddings, i: output of layer i) "
                    "[default: 2, L//2, L-3].")
@@ -380,14 +373,12 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
               help="Draft decoder layers, of the target's architecture [default: 1].")
 @click.option("--anchors", type=click.IntRange(min=1), default=None,
               help="Random blocks per sequence per step [default: 16].")
-@click.option("--teacher-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
-              help="Dtype the target computes its features in (part of their cache key) [default: bfloat16].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Sequences per step [default: 8].")
 @click.option("--seq-len", type=click.IntRange(min=8), default=None,
               help="Context rows per sequence (longer records are windowed) [default: 512].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate [default: 6e-4].")
-def train_dflash(target, data_dir, out_dir, work_dir, steps, layers, block_size, num_layers, anchors, teacher_dtype,
+def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, layers, block_size, num_layers, anchors,
                  batch_size, seq_len, lr):
     """Train a DFlash drafter (block diffusion conditioned on the target's hidden states) on a frozen
     target's own replies, and export it with a model card (held-out acceptance per block position).
@@ -397,24 +388,9 @@ def train_dflash(target, data_dir, out_dir, work_dir, steps, layers, block_size,
       specdiff train dflash --target smollm2-135m-instruct --data datasets/smollm2-135m-instruct \\
           --out-dir ./smollm2-dflash --layers 2,15,27 --block-size 16 --num-layers 1
     """
-    from specdiff.cli.common import command_line
     from specdiff.training.dflash_recipe import DFlashRecipe, run_dflash
 
-    sizes = {name: value for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("lr", lr))
-             if value is not None}
     given = dict(layers=_int_list(layers, "--layers") if layers is not None else None, block_size=block_size,
                  num_layers=num_layers, anchors=anchors, teacher_dtype=teacher_dtype)
-    command = "specdiff train" + command_line(click.get_current_context())[len("specdiff"):]
-    try:
-        recipe = DFlashRecipe(out_dir.name, target, str(data_dir), command=command,
-                              **{name: value for name, value in given.items() if value is not None})
-        if sizes:
-            recipe = replace(recipe, train=replace(recipe.train, **sizes))
-        result = run_dflash(recipe, work_dir, out_dir, steps)
-    except (ValueError, FileNotFoundError) as error:
-        raise click.UsageError(str(error)) from None
-    if result.interrupted:
-        click.echo(f"stopped at step {result.step}; run the same command again to resume", err=True)
-        raise SystemExit(130)
-    click.echo(f"{recipe.name}: {result.step} steps, held-out loss {result.eval_loss:.4f}, "
-               f"{result.train_seconds / 60:.1f} min -> {out_dir}", err=True)
+    _train_feature_drafter(functools.partial(DFlashRecipe, out_dir.name, target, str(data_dir)), run_dflash, out_dir,
+                           work_dir, steps, given, dict(batch_size=batch_size, seq_len=seq_len, lr=lr))
