@@ -28,7 +28,7 @@ def zoo_list():
     Example:
       specdiff zoo list
     """
-    click.echo(f"{'name':<24} {'params':>12} {'size MB':>8} {'stored as':<12} {'licence':<12} source")
+    click.echo(f"{'name':<28} {'params':>12} {'size MB':>8} {'stored as':<12} {'licence':<12} source")
     for name in zoo.PACKAGED:
         card = zoo.card(name)
         if card["converted"]:
@@ -37,13 +37,15 @@ def zoo_list():
         else:
             size, params = "-", "-"
             status = f"not converted yet (first use converts it; needs `{card['install']}`)"
-        click.echo(f"{name:<24} {params:>12} {size:>8} {card['stored_dtype']:<12} {card['licence']:<12} {card['source']}")
-        click.echo(f"{'':<24} default target; {status}")
+        click.echo(f"{name:<28} {params:>12} {size:>8} {card['stored_dtype']:<12} {card['licence']:<12} {card['source']}")
+        click.echo(f"{'':<28} default target; {status}")
     for name in zoo.shipped():
         card = zoo.card(name)
-        size = sum(f.stat().st_size for f in zoo.path(name).iterdir()) / 2**20
-        click.echo(f"{name:<24} {card['parameters']:>12,} {size:>8.1f} {card['stored_dtype']:<12} "
-                   f"{'specdiff':<12} {card['source']}; held-out loss {card['heldout_loss']:.3f}, {card['steps']} steps")
+        size = sum(f.stat().st_size for f in (zoo.SHIPPED_DIR / name).iterdir()) / 2**20  # as stored
+        trained = f", for {zoo.trained_for(name)}" if zoo.trained_for(name) != zoo.STDLIB_TARGET else ""
+        loss = f"held-out loss {card['heldout_loss']:.3f}, " if card.get("heldout_loss") is not None else ""
+        click.echo(f"{name:<28} {card.get('parameters', 0):>12,} {size:>8.1f} {card['stored_dtype']:<12} "
+                   f"{'specdiff':<12} {card['source']}{trained}; {loss}{card.get('steps', '?')} steps")
 
 
 @zoo_group.command("build")

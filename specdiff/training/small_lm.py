@@ -203,7 +203,7 @@ def export_trained(recipe: SmallLMRecipe, model, result: TrainResult, heldout_ag
                        "HF assisted generation's assistant_model.",
         "base": recipe.target,
         "kept_layers": list(recipe.layers),
-        "parameters_trained": sum(v.numel() for v in trained_state(model).values()),
+        "parameters": sum(v.numel() for v in trained_state(model).values()),  # stored (trained)
         "parameters_total": sum(p.numel() for p in model.parameters()),
         "data": recipe.data,
         "steps": result.step,
@@ -215,7 +215,8 @@ def export_trained(recipe: SmallLMRecipe, model, result: TrainResult, heldout_ag
         "machine": machine_label(),
         "command": recipe.command,
         "default_method": "ar",
-        "stored_dtype": "float16 (trained weights); the embedding is the base's",
+        "stored_dtype": "float16",
+        "source": f"cut from {recipe.target} and distilled here on its replies (`specdiff train small-lm`)",
     }
     write_card(out, card, _card_markdown(card))
     return out
@@ -230,7 +231,7 @@ def _card_markdown(card: dict) -> str:
 |---|---|
 | base (embedding, LM head, tokenizer) | {card['base']} |
 | kept layers | {card['kept_layers']} |
-| parameters | {card['parameters_trained']:,} trained (stored, fp16) of {card['parameters_total']:,} |
+| parameters | {card['parameters']:,} trained (stored, fp16) of {card['parameters_total']:,} |
 | data | the base's greedy and sampled replies in `{card['data']}` (train split) |
 | steps | {card['steps']} (batch {card['train_config']['batch_size']} x {card['train_config']['seq_len']} tokens) |
 | held-out loss (reply tokens) | {card['heldout_loss']} |
