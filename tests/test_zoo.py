@@ -34,10 +34,12 @@ def test_loads_offline_with_from_pretrained(monkeypatch):
 
 
 def test_shipped_size_budget():
-    # target 14 MB + TiDAR model 14 MB (a second full model) + drafters, heads and the 3-gram: ~45 MB
+    # stdlib: target 14 MB + TiDAR model 14 MB (a second full model) + drafters, heads and the 3-gram: ~45 MB;
+    # SmolLM2's drafters, trained weights only (fp16, the target's embedding not stored): small LM 28 MB
+    # (4 layers), EAGLE 10 MB, DFlash 9 MB
     total = sum(f.stat().st_size for name in zoo.shipped() for f in (zoo.SHIPPED_DIR / name).iterdir())
     total += zoo.ngram_path().stat().st_size
-    assert total < 48 * 2**20
+    assert total < 100 * 2**20
 
 
 def test_split_is_deterministic_and_holds_out_about_five_percent():
