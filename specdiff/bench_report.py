@@ -102,9 +102,11 @@ class MethodSummary:
     reference: str = BASELINE  # the runner speedup and exact match are measured against
     divergences: tuple[Divergence, ...] = ()  # greedy: every answer that differs from the reference's
     # DESIGN.md §5: speedup <= tau x t1 / (t_verify + t_draft), t1 the reference's time per token (one
-    # 1-token forward and `generate`'s own step), t_verify + t_draft the model work of a step
-    # (`GenerationStats.draft_time + verify_time`, the prefill included). Efficiency = speedup / bound:
-    # the share of the run spent in that model work, the rest being the loop's own Python.
+    # 1-token forward and `generate`'s own step), t_verify the target's forwards of a step (the
+    # verifier's `CachedLM.forward`, the prefill included; processors, acceptance and the cache's
+    # commit are not in it) and t_draft the drafter's proposal and tree search
+    # (`GenerationStats.verify_time` and `draft_time`). Efficiency = speedup / bound: the share of the
+    # run spent in that model work, the rest being the loop's own Python.
     bound: float | None = None
     efficiency: float | None = None
 
@@ -366,8 +368,9 @@ def report_markdown(run: BenchRun, summaries: list[MethodSummary], info: dict,
         f"Exact match is against {BASELINE} in {str(info.get('dtype', '?')).removeprefix('torch.')}; a divergence is a near-tie when "
         f"{BASELINE}'s top-1 / top-2 logit gap at the first divergent token is <= {tolerance:g}. "
         f"Bound (DESIGN.md §5) = tau x t1 / (t_verify + t_draft), t1 = {BASELINE}'s time per token, t_verify + t_draft "
-        "= the model work of a step (drafting, the prefill and verify forwards, acceptance, commit); efficiency = "
-        "speedup / bound, the share of the run spent in that work.",
+        "= the model work of a step (the drafter's proposal and tree search, the target's prefill and verify "
+        "forwards); efficiency = speedup / bound, the share of the run spent in that work (the rest: processors, "
+        "acceptance, the cache's commit, the loop's Python).",
         "",
         *(["Per category:", "", category_table(run, tolerance), ""] if len(by_category(run)) > 1 else []),
     ])

@@ -19,6 +19,7 @@ anything else gets a float mask over every visible key (the additive path). `las
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class CachedLM:
         self.tree_attention_path = tree_attention_path and hf_compat.tree_attention_supported(model)
         self.causal_chains = causal_chains
         self.forward_count = 0
+        self.forward_seconds = 0.0  # wall time inside `forward` (mask, model, CUDA-synchronised)
         self.path_counts: Counter[str] = Counter()
         self.last_path: str | None = None
         self.reset()
@@ -136,6 +138,7 @@ class CachedLM:
         last R = pending + Q rows; the rows stay pending until `compact` or `drop`.
         inputs_embeds [Q, E]: the rows' input vectors, fed instead of the embeddings of `ids` (which
         still name the rows for `sync`): for drafters whose input mixes in the target's features."""
+        clock = time.perf_counter()
         if self.cache is None:
             self._fresh()
         ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
@@ -155,6 +158,9 @@ class CachedLM:
             hf_compat.trim_to_window(self.cache)
         else:
             self._pending_positions = torch.cat([self._pending_positions, positions.cpu()])
+        if self.device.type == "cuda":  # the step's one sync (acceptance) would wait for this anyway
+            torch.cuda.synchronize(self.device)
+        self.forward_seconds += time.perf_counter() - clock
         return run
 
     def _run(self, ids, positions, mask, path, hidden_layers, inputs_embeds=None) -> ForwardOutput:

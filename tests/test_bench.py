@@ -321,3 +321,34 @@ def test_lookup_backs_off_by_dtype(loaded):
     assert methods.PromptLookupMethod("x", "y", min_ngram=3).backoff(target) == 3
     with pytest.raises(ValueError, match="min_ngram"):
         methods.PromptLookupMethod("x", "y", ngram=2, min_ngram=3)
+
+
+def test_the_loop_counts_only_model_work_as_verifying(monkeypatch):
+    """verify_time is the target's forwards (DESIGN.md §5); the loop's own work (here a slow
+    acceptance) stays out of it, so the efficiency column can show it."""
+    import time
+
+    import tiny
+    from specdiff import SpecDiff, acceptance
+    from specdiff.drafters import AutoregressiveDrafter
+
+    model = tiny.build("llama")
+    spec = SpecDiff(model, AutoregressiveDrafter(model, k=4))
+    slow = 0.02
+    real_accept = acceptance.greedy_accept
+
+    def slow_accept(tree, logits):
+        time.sleep(slow)
+        return real_accept(tree, logits)
+
+    monkeypatch.setattr("specdiff.api.greedy_accept", slow_accept)
+    before = spec.verifier.forward_seconds
+    clock = time.perf_counter()
+    result = spec.generate(tiny.repetitive_prompt(), max_new_tokens=12)
+    wall = time.perf_counter() - clock
+    assert result.token_ids == tiny.reference(model, tiny.repetitive_prompt(), 12)
+    stats = result.stats
+    assert stats.verify_time == pytest.approx(spec.verifier.forward_seconds - before)
+    assert 0 < stats.verify_time and 0 < stats.draft_time
+    # every step slept in acceptance; none of that is in the model-work timers
+    assert stats.verify_time + stats.draft_time <= wall - slow * len(stats.accepted_lengths)

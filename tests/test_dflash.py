@@ -319,6 +319,8 @@ def test_cli_trains_exports_and_generates(tiny_models, tmp_path, monkeypatch):  
     assert result.exit_code == 0, result.output
     card = json.loads((out / "card.json").read_text())
     assert card["steps"] == 3 and len(card["heldout_acceptance"]["accuracy_by_position"]) == 3
+    # the learning curve: one evaluation (at the last step, 3 x 2 x 16 window tokens), the exported model's tau
+    assert card["tau_by_training_tokens"] == [[96, card["heldout_acceptance"]["tau"]]]
     assert "TargetDiffusionDrafter.from_pretrained" in (out / "README.md").read_text()
     assert list((tmp_path / "cache" / "specdiff" / "features").glob("*-l1-2-*"))  # the layers plus the LM head's input
     result = invoke("generate", "--target", target_dir, "--method", "dflash-cps", "--drafter", out,

@@ -13,7 +13,7 @@ from specdiff.conversation import Conversation
 TARGET = "smollm2-135m-instruct"
 PROMPTS = ["Explain in two sentences why the sky is blue.",
            "Write a Python function that reverses a string."]
-METHODS = ["ar", "ar-opt-tree", "eagle", "eagle-tree", "dflash", "dflash-cps", "dflash-opt-tree", "dflash-adl"]
+METHODS = ["ar", "ar-opt-tree", "heads", "heads-tree", "eagle", "eagle-tree", "dflash", "dflash-cps", "dflash-opt-tree", "dflash-adl"]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,11 @@ def zoo_drafter(name: str):
 
 def test_the_zoo_picks_the_drafters_trained_for_the_target():
     assert zoo.drafter_for(TARGET, "stdlib-ar-drafter") == "smollm2-135m-instruct-small"
+    assert zoo.drafter_for(TARGET, "stdlib-heads") == "smollm2-135m-instruct-heads"
     assert zoo.drafter_for("stdlib-target", "stdlib-ar-drafter") == "stdlib-ar-drafter"
     assert zoo.trained_for("stdlib-ar-drafter") == "stdlib-target"
     runnable = bench.default_runner_names(drafter_given=False, target=TARGET)
-    assert {"hf-assisted", "ar", "eagle-tree", "dflash", "lookup"} <= set(runnable)
+    assert {"hf-assisted", "ar", "heads-tree", "eagle-tree", "dflash", "lookup"} <= set(runnable)
     assert "dlm" not in runnable and "tidar" not in runnable  # stdlib-only drafters
 
 

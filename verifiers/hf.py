@@ -90,6 +90,11 @@ class HFVerifier:
         return self.lm.device
 
     @property
+    def forward_seconds(self) -> float:
+        """Wall time spent inside the target's forwards so far (prefill and verify forwards)."""
+        return self.lm.forward_seconds
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.lm.dtype
 

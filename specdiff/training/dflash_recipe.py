@@ -77,11 +77,12 @@ def run_dflash(recipe: DFlashRecipe, work_dir: Path, out_dir: Path, steps: int |
     eval_batches = heldout.fixed_batches(config.eval_batches)
     torch.manual_seed(config.seed)
     model = DFlashModel.for_target(target, layers, recipe.block_size, recipe.num_layers, name=recipe.target).train()
+    device = PartialState().device
+    on_device = [batch.to(device) for batch in eval_batches]
     result = train(model, DFlashObjective(recipe.gamma), sampler.batch, eval_batches, config, work_dir / recipe.name,
-                   desc=f"training {recipe.name}")
+                   desc=f"training {recipe.name}", metrics=lambda m: {"tau": heldout_acceptance(m, on_device)["tau"]})
     if not result.interrupted:
-        device = PartialState().device
-        acceptance = heldout_acceptance(model, [batch.to(device) for batch in eval_batches])
+        acceptance = heldout_acceptance(model, on_device)
         export_dflash(recipe, model.eval(), result, acceptance, config, out_dir)
     return result
 
@@ -108,6 +109,9 @@ def export_dflash(recipe: DFlashRecipe, model: DFlashModel, result: TrainResult,
         "steps": result.step,
         "heldout_loss": round(result.eval_loss, 4),
         "heldout_acceptance": acceptance,
+        # the learning curve: held-out tau (argmax chain) against the window tokens trained on so far
+        "tau_by_training_tokens": [[step * config.batch_size * config.seq_len, entry[0]["tau"]]
+                                   for step, _, *entry in result.history if entry],
         "train_seconds": round(result.train_seconds, 1),
         "train_config": asdict(config),
         "machine": machine_label(),
@@ -141,6 +145,8 @@ def card_markdown(card: dict, out: Path) -> str:
         ("loss", f"slot k weighs exp(-(k - 1) / {card['gamma']})"),
         ("held-out loss", card["heldout_loss"]),
         ("held-out tau (argmax chain, bonus included)", f"{acceptance['tau']} over {acceptance['blocks']:,} blocks"),
+        ("held-out tau by training tokens", ", ".join(f"{tau} at {tokens / 1e6:.2f}M" for tokens, tau in
+                                                      card.get("tau_by_training_tokens", [])) or "–"),
         ("training time", f"{card['train_seconds'] / 60:.1f} min on {card['machine']}"),
         ("reproduce", f"`{card['command']}`"),
     ])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -69,6 +69,8 @@ class TrainResult:
     tokens_seen: int
     train_seconds: float
     interrupted: bool = False
+    # [step, held-out loss] at every evaluation, or [step, loss, metrics] with `train(metrics=...)`
+    history: list = field(default_factory=list)
 
 
 def _load_state(out_dir: Path) -> dict:
@@ -101,8 +103,11 @@ def train(
     config: TrainConfig,
     out_dir: Path,
     desc: str = "training",
+    metrics: Callable[[torch.nn.Module], dict] | None = None,
 ) -> TrainResult:
-    """Train `model` in place for `config.steps` steps, resuming from `out_dir/checkpoint`."""
+    """Train `model` in place for `config.steps` steps, resuming from `out_dir/checkpoint`.
+    metrics(model): extra held-out measurements (e.g. a drafter's acceptance) taken at every evaluation
+    and kept in the history, so a card can show how they grew with training."""
     out_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
     accelerator = Accelerator()
@@ -143,8 +148,12 @@ def train(
             progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if state["step"] % config.eval_every == 0 or state["step"] == config.steps:
                 state["eval_loss"] = evaluate(model, objective, eval_batches, accelerator.device)
-                state["history"].append([state["step"], round(state["eval_loss"], 4)])
-                progress.write(f"step {state['step']}: held-out loss {state['eval_loss']:.4f}")
+                entry = [state["step"], round(state["eval_loss"], 4)]
+                if metrics is not None:
+                    entry.append(_measure(metrics, accelerator.unwrap_model(model)))
+                state["history"].append(entry)
+                extra = "".join(f", {key} {value}" for key, value in entry[2].items()) if metrics is not None else ""
+                progress.write(f"step {state['step']}: held-out loss {state['eval_loss']:.4f}{extra}")
             if state["step"] % config.save_every == 0 or state["step"] == config.steps:
                 _save_checkpoint(accelerator, out_dir, state, config)
     except KeyboardInterrupt:
@@ -162,7 +171,18 @@ def train(
         tokens_seen=state["step"] * tokens_per_step,
         train_seconds=state["train_seconds"],
         interrupted=interrupted,
+        history=list(state["history"]),
     )
+
+
+@torch.no_grad()
+def _measure(metrics: Callable[[torch.nn.Module], dict], model: torch.nn.Module) -> dict:
+    was_training = model.training
+    model.eval()
+    try:
+        return metrics(model)
+    finally:
+        model.train(was_training)
 
 
 def with_steps(config: TrainConfig, steps: int) -> TrainConfig:
