@@ -378,8 +378,11 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
               help="Context rows per sequence (longer records are windowed) [default: 512].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate [default: 6e-4].")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None,
+              help="Steps between held-out evaluations, each a point of the card's tau-by-training-tokens curve "
+                   "[default: 200].")
 def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, layers, block_size, num_layers, anchors,
-                 batch_size, seq_len, lr):
+                 batch_size, seq_len, lr, eval_every):
     """Train a DFlash drafter (block diffusion conditioned on the target's hidden states) on a frozen
     target's own replies, and export it with a model card (held-out acceptance per block position).
 
@@ -393,4 +396,5 @@ def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, laye
     given = dict(layers=_int_list(layers, "--layers") if layers is not None else None, block_size=block_size,
                  num_layers=num_layers, anchors=anchors, teacher_dtype=teacher_dtype)
     _train_feature_drafter(functools.partial(DFlashRecipe, out_dir.name, target, str(data_dir)), run_dflash, out_dir,
-                           work_dir, steps, given, dict(batch_size=batch_size, seq_len=seq_len, lr=lr))
+                           work_dir, steps, given,
+                           dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every))
