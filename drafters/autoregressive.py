@@ -17,7 +17,10 @@ class AutoregressiveDrafter:
     """Greedy chain of `k` tokens (top_k=1), or an OPT-Tree beam: per layer the `top_k` most
     probable paths, each expanded with its `top_k` best children, one batched drafter forward per
     layer. With `tree_threshold` set (OPT-Tree's delta), growth stops early once a layer adds
-    <= delta to the expected acceptance length; None grows all `k` layers.
+    <= delta to the expected acceptance length; None grows all `k` layers. A chain applies the same
+    rule (a layer of one node adds its path probability): it stops after the first token whose chain
+    probability is <= delta, so a drafter that is unsure drafts 1-2 tokens instead of paying `k`
+    forwards. The rule depends only on the drafted tokens, so it is lossless when sampling too.
 
     The drafter's model and KV cache are a `CachedLM`: it holds the committed ids (and, for chains,
     its last drafts); each step it is synced back to the longest prefix that still matches them.
@@ -84,12 +87,15 @@ class AutoregressiveDrafter:
                generator: torch.Generator | None = None) -> DraftTree:
         """Greedy: the argmax chain. Sampling: each token drawn from the warped q it reports (IID)."""
         tokens, probs, dists = [], [], []
+        path_prob = 1.0  # the chain's probability under the drafter: what this layer adds to E(A)
         for step in range(depth):
             dist = self._dists(self._process(logits[None], [tokens])[0], sampling)  # [V]
             token = int(dist.argmax()) if sampling is None else sample_token(dist, generator)
             tokens.append(token), probs.append(dist[token]), dists.append(dist)
-            if step < depth - 1:
-                logits = self._extend(token)
+            path_prob *= float(dist[token])
+            if step == depth - 1 or (self.tree_threshold is not None and path_prob <= self.tree_threshold):
+                break
+            logits = self._extend(token)
         kind = ProposalKind.DETERMINISTIC if sampling is None else ProposalKind.IID
         return DraftTree.chain(tokens, torch.stack(probs), torch.stack(dists), kind)
 

@@ -118,10 +118,14 @@ def count_forwards(model):
 @contextmanager
 def assistant_settings(assistant, num_tokens: int):
     """Assisted generation reads its draft length from the assistant's generation_config, not from
-    `generate`'s arguments (hf-transformers-notes.md Q3); set it for the block, then restore."""
+    `generate`'s arguments (hf-transformers-notes.md Q3); set it for the block, then restore.
+
+    The confidence cut stays at transformers' own default, 0.4: the assistant stops drafting once a
+    token's probability is below it. Our `ar`/`eagle` methods cut at the same value on the chain's
+    probability (OPT-Tree's delta), so the baseline runs as its users run it, on an equal footing."""
     config = assistant.generation_config
     wanted = dict(num_assistant_tokens=num_tokens, num_assistant_tokens_schedule="constant",
-                  assistant_confidence_threshold=0.0)
+                  assistant_confidence_threshold=0.4)
     saved = {name: getattr(config, name, None) for name in wanted}
     for name, value in wanted.items():
         setattr(config, name, value)

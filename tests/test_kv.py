@@ -64,11 +64,22 @@ def test_fallbacks_say_which_path_ran():
     assert tree_logits(narrow, CHAIN, True, prefix)[1] == ADDITIVE_PATH
     softcapped = tiny.build("gemma2", "eager")  # attention logit soft-capping
     assert tree_logits(softcapped, CHAIN, True, prefix)[1] == ADDITIVE_PATH
-    falcon = tiny.build("falcon")  # attention that does not go through transformers' AttentionInterface
-    assert tree_logits(falcon, BRANCHING, True, prefix)[1] == ADDITIVE_PATH
-    chain, path = tree_logits(falcon, CHAIN, True, prefix)  # a chain: the model's own causal mask
+    xglm = tiny.build("xglm", "eager")  # attention that does not go through transformers' AttentionInterface
+    assert tree_logits(xglm, BRANCHING, True, prefix)[1] == ADDITIVE_PATH
+    chain, path = tree_logits(xglm, CHAIN, True, prefix)  # a chain: the model's own causal mask
     assert path == CAUSAL_PATH
-    torch.testing.assert_close(chain, tree_logits(falcon, CHAIN, False, prefix)[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(chain, tree_logits(xglm, CHAIN, False, prefix)[0], atol=1e-5, rtol=0)
+
+
+def test_falcon_takes_whichever_path_its_transformers_allows():
+    """Falcon's attention moved onto AttentionInterface in transformers 5.2x: the engine's probe decides,
+    and either way the logits equal the additive reference."""
+    prefix = tiny.repetitive_prompt(20)[0].tolist()
+    falcon = tiny.build("falcon")
+    for tree in (BRANCHING, CHAIN):
+        fast, path = tree_logits(falcon, tree, True, prefix)
+        assert path in (TREE_PATH, ADDITIVE_PATH, CAUSAL_PATH)
+        torch.testing.assert_close(fast, tree_logits(falcon, tree, False, prefix)[0], atol=1e-5, rtol=0)
 
 
 def test_sync_compact_drop_keep_the_ids_in_step():

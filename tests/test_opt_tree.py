@@ -256,3 +256,30 @@ def test_drafter_threshold_stops_growing_the_tree():
     assert torch.equal(shallow_tree.tokens, deep_tree.tokens[:2])
     with pytest.raises(ValueError, match="tree_threshold"):
         AutoregressiveDrafter(model, top_k=2, tree_threshold=-1.0)
+
+
+def test_drafter_threshold_cuts_a_chain_where_its_probability_falls():
+    # A chain is a tree of one node per layer: the rule stops after the first token whose chain
+    # probability (the layer's gain in E(A)) is <= delta, keeping that token, and saves the forwards after it.
+    model = tiny.build("llama", "eager", seed=3)
+    context = tiny.repetitive_prompt(length=12)[0].tolist()
+    full = AutoregressiveDrafter(model, k=6).propose(DraftContext(context, budget=6))
+    chain_probs = torch.cumprod(full.draft_probs, 0)
+    delta = float(chain_probs[2]) + 1e-6  # cut after the third token
+    cut_drafter = AutoregressiveDrafter(model, k=6, tree_threshold=delta)
+    cut = cut_drafter.propose(DraftContext(context, budget=6))
+    stop = int((chain_probs <= delta).nonzero()[0]) + 1
+    assert stop <= 3 and torch.equal(cut.tokens, full.tokens[:stop])
+    assert cut_drafter.forward_count == stop  # the sync forward, then one per kept token but the last
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+def test_a_chain_cut_by_the_threshold_stays_lossless(family):
+    from specdiff import SpecDiff
+
+    target, drafter = tiny.build(family, seed=0), tiny.build(family, seed=1)
+    prompt = tiny.repetitive_prompt(length=16)
+    spec = SpecDiff(target, AutoregressiveDrafter(drafter, k=5, tree_threshold=0.3))
+    result = spec.generate(prompt[0].tolist(), max_new_tokens=40)
+    assert result.token_ids == tiny.reference(target, prompt, 40)
+    assert result.stats.drafted_tokens < 5 * result.stats.target_forwards  # the cut fired

@@ -4,10 +4,12 @@ the one-time conversion and its cache, the chat template and saved conversations
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import shutil
 import sys
+import time
 
 import pytest
 import torch
@@ -85,10 +87,30 @@ def test_an_interrupted_conversion_leaves_nothing_loadable(monkeypatch, tmp_path
     with pytest.raises(KeyboardInterrupt):
         packaged.ensure_converted(MODEL, progress=False)
     root = tmp_path / "specdiff"
-    assert not MODEL.cache_dir().exists() and list(root.iterdir()) == []  # the partial copy is gone
+    left = [path.name for path in root.iterdir()]
+    assert not MODEL.cache_dir().exists() and left == [f".{MODEL.name}.lock"]  # the partial copy is gone
     assert packaged.cache_problem(MODEL) == "not converted yet"
     (MODEL.cache_dir()).mkdir(parents=True)  # a directory without its manifest is never loaded either
     assert "manifest.json is missing" in packaged.cache_problem(MODEL)
+
+
+def test_processes_starting_at_once_convert_once(real, monkeypatch, tmp_path):
+    # A benchmark and a training run started together used to convert side by side; the second removed
+    # the first one's partial directory as stale, and the first then loaded a copy without its tokenizer.
+    source = MODEL.cache_dir()  # converted by the `real` fixture
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    conversions = []
+
+    def slow_convert(model, gguf, directory, progress=True):
+        conversions.append(directory)
+        time.sleep(0.5)  # long enough for the other caller to arrive while this one converts
+        shutil.copytree(source, directory)
+
+    monkeypatch.setattr(packaged, "convert", slow_convert)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda _: packaged.ensure_converted(MODEL, progress=False), range(2)))
+    assert done == [MODEL.cache_dir()] * 2 and len(conversions) == 1
+    assert packaged.cache_problem(MODEL) is None
 
 
 def test_zoo_lists_source_licence_size_and_dtype(real):

@@ -80,6 +80,9 @@ CASES = {
     "chain": (lambda target: AutoregressiveDrafter(small_model(5), k=2), 3, 300, dict(temperature=1.0, top_k=0)),
     "chain-warped": (lambda target: AutoregressiveDrafter(small_model(5), k=2), 3, 200,
                      dict(temperature=0.7, top_k=4, top_p=0.9, repetition_penalty=1.3)),
+    # the chain stops where its sampled tokens' probability falls to <= delta: a length set by the draft
+    "chain-cut": (lambda target: AutoregressiveDrafter(small_model(5), k=3, tree_threshold=0.15), 3, 200,
+                  dict(temperature=1.0, top_k=0)),
     "tree": (lambda target: AutoregressiveDrafter(small_model(5), k=2, top_k=3), 3, 200,
              dict(temperature=1.0, top_k=0, no_repeat_ngram_size=2)),
     "lookup": (lambda target: PromptLookupDrafter(ngram=1, k=2, max_branches=2), 2, 150,

@@ -9,7 +9,9 @@ template and a generation_config; later loads read that copy in about a second.
 A conversion is written into a temporary directory next to its final place and renamed into place
 only after `manifest.json` (every file and its size, and the source it came from) is written, so a
 conversion cut short (Ctrl-C, a full disk) never leaves a directory that looks complete. A cache whose
-files do not match the manifest (a truncated file) is rebuilt, never loaded.
+files do not match the manifest (a truncated file) is rebuilt, never loaded. Conversion holds a file
+lock beside the cache, so two processes starting at once (a benchmark and a training run) convert once:
+the second waits, then loads the first one's copy.
 """
 
 from __future__ import annotations
@@ -129,19 +131,26 @@ def cache_problem(model: PackagedModel, directory: Path | None = None) -> str | 
 def ensure_converted(model: PackagedModel, progress: bool = True) -> Path:
     """The directory of the converted copy (loadable with `from_pretrained`); converts on first use,
     and again when the copy is incomplete or stale, saying why on stderr."""
+    from filelock import FileLock
+
     directory = model.cache_dir()
-    problem = cache_problem(model, directory)
-    if problem is None:
+    if cache_problem(model, directory) is None:
         return directory
     gguf = model.gguf_path()  # raises ModelNotInstalledError naming the install command
-    if directory.exists():
-        print(f"specdiff: rebuilding the converted {model.name} ({problem})", file=sys.stderr)
-    convert(model, gguf, directory, progress)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory.parent / f".{model.name}.lock")):
+        problem = cache_problem(model, directory)  # another process may have converted it while we waited
+        if problem is None:
+            return directory
+        if directory.exists():
+            print(f"specdiff: rebuilding the converted {model.name} ({problem})", file=sys.stderr)
+        convert(model, gguf, directory, progress)
     return directory
 
 
 def convert(model: PackagedModel, gguf: Path, directory: Path, progress: bool = True) -> None:
-    """Dequantize `gguf` into fp32 safetensors + tokenizer + generation_config at `directory`, atomically."""
+    """Dequantize `gguf` into fp32 safetensors + tokenizer + generation_config at `directory`, atomically.
+    Callers hold the conversion lock (`ensure_converted`): partial directories found here are stale."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
