@@ -10,7 +10,7 @@
   LM head's input (the last layer's, after the final norm) with a hook,
 - a custom attention function is registered by name through `AttentionInterface` and switched on
   with the model's own `set_attn_implementation`; models whose attention does not go through the
-  interface (Falcon) report it through `_can_set_attn_implementation`.
+  interface (XGLM; Falcon before transformers 5.25) report it through `_can_set_attn_implementation`.
 """
 
 from __future__ import annotations
