@@ -76,10 +76,7 @@ class AutoregressiveMethod:
     k: int = 5
     top_k: int = 1
     node_budget: int | None = None  # set: OPT-Tree keeps the best `node_budget` nodes of the drafter's beam
-    # OPT-Tree's delta: stop drafting once a layer adds <= it to E(A). 0.4 for the registered methods:
-    # on SmolLM2 (fp32, CPU) it lifted ar 0.50x -> 0.61x and ar-opt-tree 0.37x -> 0.60x of HF greedy
-    # (benchmarks/draft_threshold.py); None always drafts all `k` layers.
-    threshold: float | None = None
+    threshold: float | None = None  # OPT-Tree's delta: stop once a layer adds <= it to E(A); None: all k
     default_drafter: str | None = "stdlib-ar-drafter"
 
     def __post_init__(self):
@@ -448,12 +445,17 @@ def generate_options(model, config: DecodingConfig) -> dict:
     return wanted
 
 
+# OPT-Tree's delta for the registered AR and EAGLE methods. On SmolLM2 (fp32, CPU) it lifted ar 0.50x -> 0.61x,
+# ar-opt-tree 0.37x -> 0.60x and eagle-tree 0.53x -> 0.74x of HF greedy (benchmarks/draft_threshold.py);
+# transformers' assisted generation cuts at the same default confidence.
+DRAFT_CUT = 0.4
+
 register(AutoregressiveMethod("ar", "AR drafter, greedy chain of up to 5 tokens, cut once its probability is <= 0.4",
-                              k=5, top_k=1, threshold=0.4))
+                              k=5, top_k=1, threshold=DRAFT_CUT))
 register(AutoregressiveMethod("ar-tree", "AR drafter, tree beam keeping the 3 most probable paths per depth, 5 deep",
                               k=5, top_k=3))
 register(AutoregressiveMethod("ar-opt-tree", "AR drafter, OPT-Tree: best 16 nodes of a 4-wide beam, up to 6 deep "
-                              "(delta 0.4)", k=6, top_k=4, node_budget=16, threshold=0.4))
+                              "(delta 0.4)", k=6, top_k=4, node_budget=16, threshold=DRAFT_CUT))
 register(DiffusionMethod("dlm", "diffusion drafter, 8 positions in one forward, argmax chain"))
 register(DiffusionMethod("dlm-cps", "diffusion drafter + causal-consistency search (stdlib 3-gram proxy)",
                          search="cps"))
@@ -468,9 +470,9 @@ register(HeadsMethod("heads", "Medusa-style heads on the target's hidden state, 
 register(HeadsMethod("heads-tree", "Medusa-style heads, OPT-Tree of 16 nodes over each head's top-4",
                      search="opt-tree"))
 register(EagleMethod("eagle", "EAGLE drafter: one decoder layer over the target's features (EAGLE-3 taps), "
-                     "greedy chain of up to 5, cut once its probability is <= 0.4", threshold=0.4))
+                     "greedy chain of up to 5, cut once its probability is <= 0.4", threshold=DRAFT_CUT))
 register(EagleMethod("eagle-tree", "EAGLE-2 dynamic tree: a 4-wide beam of the EAGLE drafter, up to 6 deep (delta 0.4), "
-                     "OPT-Tree keeps the best 16 nodes", k=6, top_k=4, node_budget=16, threshold=0.4))
+                     "OPT-Tree keeps the best 16 nodes", k=6, top_k=4, node_budget=16, threshold=DRAFT_CUT))
 register(DFlashMethod("dflash", "DFlash drafter: the target's hidden states condition a block-diffusion drafter, "
                      "a block (15 drafts with blocks of 16) in one forward, argmax chain"))
 register(DFlashMethod("dflash-cps", "DFlash drafter + causal-consistency search (online n-gram of the context)",
