@@ -91,3 +91,7 @@ def bench_command(ctx, method_names, prompts_path, num_prompts, categories, per_
     if len(bench_report.by_category(run)) > 1:
         click.echo("\n" + bench_report.category_table(run, tolerance))
     click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
+    for name, error in run.failures.items():
+        click.echo(f"warning: {name} failed and was left out ({error}); its traceback is above", err=True)
+    if run.interrupted:
+        click.echo(f"warning: this run was {run.interrupted}", err=True)

@@ -6,8 +6,11 @@ after a warm-up; `specdiff.bench_report` turns the run into the table, answer fi
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 import time
+import traceback
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,6 +325,8 @@ class BenchRun:
     settings: BenchSettings
     outputs: dict[str, list[list[list[TurnOutput]]]]
     references: dict[str, str] = field(default_factory=dict)  # runner -> its reference runner (default hf-generate)
+    failures: dict[str, str] = field(default_factory=dict)  # runner -> the error that left it out of the run
+    interrupted: str | None = None  # what an interruption (Ctrl-C, `timeout -s INT`) cut, when one did
 
 
 def converse(runner: Runner, prompt: BenchPrompt, conversation: Conversation) -> list[TurnOutput]:
@@ -337,18 +342,57 @@ def converse(runner: Runner, prompt: BenchPrompt, conversation: Conversation) ->
 
 def run_bench(runners: list[Runner], prompts: list[BenchPrompt], conversation: Conversation,
               config: DecodingConfig, settings: BenchSettings = BenchSettings(), progress: bool = True) -> BenchRun:
+    """Every runner answers every prompt, `settings.repeats` times, after the warm-up.
+
+    One method that raises is left out (its error in `failures`, the traceback on stderr) and the others
+    go on; a reference runner that raises ends the run, since nothing can be compared without it. An
+    interruption (KeyboardInterrupt) keeps what is complete: the finished repeats, or in the first repeat
+    the prompts every method has answered; with nothing complete it propagates."""
+    live = list(runners)
     outputs = {runner.name: [[] for _ in range(settings.repeats)] for runner in runners}
-    total = len(runners) * (settings.warmup + settings.repeats * len(prompts))
-    with tqdm(total=total, desc="bench", unit="answer", disable=not progress) as bar:
-        for _ in range(settings.warmup):
-            for runner in runners:
-                converse(runner, prompts[0], conversation)
-                bar.update()
-        for repeat in range(settings.repeats):
-            for prompt in prompts:
-                for runner in runners:
-                    bar.set_postfix_str(f"repeat {repeat + 1}/{settings.repeats} {runner.name}")
-                    outputs[runner.name][repeat].append(converse(runner, prompt, conversation))
-                    bar.update()
     references = {runner.name: getattr(runner, "reference", BASELINE) for runner in runners}
-    return BenchRun(prompts, config, settings, outputs, references)
+    failures: dict[str, str] = {}
+
+    def answer(runner: Runner, prompt: BenchPrompt) -> list[TurnOutput] | None:
+        try:
+            return converse(runner, prompt, conversation)
+        except Exception as error:  # noqa: BLE001 (one method's bug must not cost the others' numbers)
+            if runner.name in references.values():
+                raise
+            failures[runner.name] = f"{type(error).__name__}: {error}"
+            tqdm.write(f"{runner.name} failed and is left out of this run:\n{traceback.format_exc()}", file=sys.stderr)
+            live.remove(runner)
+            del outputs[runner.name]
+            return None
+
+    total = len(runners) * (settings.warmup + settings.repeats * len(prompts))
+    repeat = done = 0  # done: prompts of the current repeat answered by every live runner
+    with tqdm(total=total, desc="bench", unit="answer", disable=not progress) as bar:
+        try:
+            for _ in range(settings.warmup):
+                for runner in list(live):
+                    answer(runner, prompts[0])
+                    bar.update()
+            for repeat in range(settings.repeats):
+                for done, prompt in enumerate(prompts):
+                    for runner in list(live):
+                        bar.set_postfix_str(f"repeat {repeat + 1}/{settings.repeats} {runner.name}")
+                        reply = answer(runner, prompt)
+                        if reply is not None:
+                            outputs[runner.name][repeat].append(reply)
+                        bar.update()
+                done = 0
+        except KeyboardInterrupt:
+            if repeat == 0 and done == 0:
+                raise
+            if repeat > 0:  # keep the finished repeats
+                cut = f"interrupted in repeat {repeat + 1}: kept the {repeat} finished"
+                outputs = {name: runs[:repeat] for name, runs in outputs.items()}
+            else:  # keep the prompts every method answered
+                cut = f"interrupted after {done} of {len(prompts)} prompts: kept those"
+                prompts = prompts[:done]
+                outputs = {name: [runs[0][:done]] for name, runs in outputs.items()}
+            settings = dataclasses.replace(settings, repeats=max(repeat, 1))
+            tqdm.write(f"bench {cut}", file=sys.stderr)
+            return BenchRun(prompts, config, settings, outputs, {n: references[n] for n in outputs}, failures, cut)
+    return BenchRun(prompts, config, settings, outputs, {n: references[n] for n in outputs}, failures)

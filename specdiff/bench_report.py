@@ -363,6 +363,9 @@ def report_markdown(run: BenchRun, summaries: list[MethodSummary], info: dict,
         "",
         markdown_table(summaries),
         "",
+        *([f"Left out: {'; '.join(f'`{name}` failed ({error})' for name, error in run.failures.items())}.", ""]
+          if run.failures else []),
+        *([f"This run was {run.interrupted}.", ""] if run.interrupted else []),
         "tau = new tokens / target forwards (bonus token included; plain decoding = 1.00), over all answers. "
         f"A row whose outputs loop (distinct-bigram ratio < {LOOP_THRESHOLD}) shows `loops` instead of a speedup. "
         f"Exact match is against {BASELINE} in {str(info.get('dtype', '?')).removeprefix('torch.')}; a divergence is a near-tie when "
@@ -385,7 +388,8 @@ def write_report(run: BenchRun, summaries: list[MethodSummary], directory: Path,
                   for category, sub_run in by_category(run).items()}
     results.write_text(json.dumps(dict(info=info, config=run.config.as_dict(), settings=vars(run.settings),
                                        tie_tolerance=tolerance, methods=[s.as_dict() for s in summaries],
-                                       categories=categories), indent=1))
+                                       categories=categories, failures=run.failures,
+                                       interrupted=run.interrupted), indent=1))
     table = directory / "table.md"
     table.write_text(report_markdown(run, summaries, info, tolerance))
     answers = write_answers(run, directory / "answers", model_id)

@@ -352,3 +352,58 @@ def test_the_loop_counts_only_model_work_as_verifying(monkeypatch):
     assert 0 < stats.verify_time and 0 < stats.draft_time
     # every step slept in acceptance; none of that is in the model-work timers
     assert stats.verify_time + stats.draft_time <= wall - slow * len(stats.accepted_lengths)
+
+
+class _Scripted:
+    """A runner that answers [7, 8], or raises `error` on its `fail_at`-th call (1-based)."""
+
+    def __init__(self, name, fail_at=None, error=RuntimeError("device-side assert")):
+        self.name, self.fail_at, self.error, self.calls = name, fail_at, error, 0
+
+    def run(self, prompt_ids):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise self.error
+        return bench.TurnOutput([7, 8], 0.01, 2)
+
+
+def _prompts(n):
+    return [bench.BenchPrompt(i, "c", (f"prompt {i}",)) for i in range(n)]
+
+
+def test_a_failing_method_is_left_out_and_the_others_finish(loaded):
+    _, tokenizer, _ = loaded
+    conversation = bench.Conversation(tokenizer, use_chat_template=False)
+    runners = [_Scripted("hf-generate"), _Scripted("lookup", fail_at=3), _Scripted("ar")]
+    run = bench.run_bench(runners, _prompts(4), conversation, DecodingConfig(max_new_tokens=2),
+                          bench.BenchSettings(repeats=1, warmup=1), progress=False)
+    assert list(run.outputs) == ["hf-generate", "ar"] and len(run.outputs["ar"][0]) == 4
+    assert run.failures == {"lookup": "RuntimeError: device-side assert"} and run.interrupted is None
+    text = bench_report.report_markdown(run, bench_report.summarize(run), dict(cpu="x", torch_threads=1, device="cpu",
+                                        torch="t", transformers="t", time="now"))
+    assert "Left out: `lookup` failed (RuntimeError: device-side assert)." in text
+    with pytest.raises(RuntimeError):  # without the reference nothing can be compared
+        bench.run_bench([_Scripted("hf-generate", fail_at=2), _Scripted("ar")], _prompts(2), conversation,
+                        DecodingConfig(max_new_tokens=2), bench.BenchSettings(repeats=1, warmup=0), progress=False)
+
+
+def test_an_interrupted_run_keeps_what_every_method_finished(loaded):
+    _, tokenizer, _ = loaded
+    conversation = bench.Conversation(tokenizer, use_chat_template=False)
+    config = DecodingConfig(max_new_tokens=2)
+    # Ctrl-C while `ar` answers the third prompt: two prompts are complete for both methods.
+    runners = [_Scripted("hf-generate"), _Scripted("ar", fail_at=4, error=KeyboardInterrupt())]
+    run = bench.run_bench(runners, _prompts(5), conversation, config, bench.BenchSettings(repeats=2, warmup=1),
+                          progress=False)
+    assert [p.question_id for p in run.prompts] == [0, 1] and run.settings.repeats == 1
+    assert all(len(repeats) == 1 and len(repeats[0]) == 2 for repeats in run.outputs.values())
+    assert run.interrupted == "interrupted after 2 of 5 prompts: kept those"
+    # In the second repeat: the first repeat is kept whole.
+    runners = [_Scripted("hf-generate", fail_at=5, error=KeyboardInterrupt()), _Scripted("ar")]
+    run = bench.run_bench(runners, _prompts(3), conversation, config, bench.BenchSettings(repeats=2, warmup=0),
+                          progress=False)
+    assert len(run.prompts) == 3 and run.settings.repeats == 1 and len(run.outputs["ar"]) == 1
+    assert bench_report.summarize(run)[1].exact_match == 1.0
+    with pytest.raises(KeyboardInterrupt):  # nothing complete: the interruption is the user's answer
+        bench.run_bench([_Scripted("hf-generate", fail_at=1, error=KeyboardInterrupt())], _prompts(2), conversation,
+                        config, bench.BenchSettings(repeats=1, warmup=0), progress=False)
