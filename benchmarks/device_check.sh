@@ -11,7 +11,9 @@
 # answered and writes its table, and a method that fails on the device is left out with its error.
 # Usage: bash benchmarks/device_check.sh [--cpu] [tests] [verify] [bench]    (no step named: all three)
 #   on the GPU machine, environment installed as README.md says; --cpu: the same steps cut small, on the
-#   CPU, to check the script itself. SPECDIFF_DEVICE_METHODS replaces the bf16 method list.
+#   CPU, to check the script itself. To fit what device time is left:
+#   SPECDIFF_DEVICE_BENCHES="name dtype per-category limit method ...; ..." replaces the bench list,
+#   SPECDIFF_DEVICE_LIMITS="tests verify" the other two limits (seconds).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 device=cuda
@@ -23,9 +25,11 @@ categories=(--category translation --category summarization --category qa --cate
 tests=(tests/test_kv.py tests/test_lossless.py)
 verify=(--dtypes bfloat16 float32)
 # name, dtype, prompts per category, limit in seconds, methods (hf-generate always runs)
-benches=("bf16 bfloat16 2 170 ${SPECDIFF_DEVICE_METHODS:-hf-lookup hf-assisted lookup lookup-chain ar ar-opt-tree eagle eagle-tree heads-tree dflash}"
+benches=("bf16 bfloat16 2 170 hf-lookup hf-assisted lookup lookup-chain ar ar-opt-tree eagle eagle-tree heads-tree dflash"
          "fp32 float32 1 130 hf-lookup hf-assisted lookup ar eagle-tree dflash")
 limits=(150 75)  # seconds: tests, verify cost
+if [[ -n "${SPECDIFF_DEVICE_BENCHES:-}" ]]; then IFS=';' read -r -a benches <<< "$SPECDIFF_DEVICE_BENCHES"; fi
+if [[ -n "${SPECDIFF_DEVICE_LIMITS:-}" ]]; then read -r -a limits <<< "$SPECDIFF_DEVICE_LIMITS"; fi
 tokens=128
 if [[ "$device" == cpu ]]; then
   tests=(tests/test_kv.py -k "llama")

@@ -21,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from specdiff.bench import synchronize
+from specdiff.hf_compat import cache_kwarg
 from specdiff.kv import CachedLM
 from specdiff.masks import query_parents, query_positions
 from specdiff.types import ancestor_mask
@@ -69,7 +70,7 @@ def measure(model, prefix_len: int, rows: int, repeats: int) -> dict[str, float]
 
     def hf_plain():
         with torch.inference_mode():
-            model(input_ids=block[None].to(device), cache=engines["hf"].cache, use_cache=True)
+            model(input_ids=block[None].to(device), use_cache=True, **{cache_kwarg(model): engines["hf"].cache})
         engines["hf"].cache.crop(-rows)
 
     def ours(name):

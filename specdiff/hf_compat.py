@@ -1,9 +1,14 @@
-"""Everything that depends on the transformers version lives here (checked on 5.24).
+"""Everything that depends on the transformers version lives here (checked on 5.17 and 5.25).
 
-- the forward kwarg is `cache=` (5.x; `past_key_values=` is a deprecated alias),
+- the forward kwarg is `cache=` from transformers 5.2x (`past_key_values=` is then a deprecated
+  alias) and `past_key_values=` before; `cache_kwarg` reads which from the model's signature (a
+  cache passed under the wrong name is swallowed by `**kwargs`: the model builds its own and ours
+  stays empty),
 - `DynamicCache.crop(n)` takes n <= 0 = "remove |n| tokens",
 - sliding-window layers keep a `cumulative_length` and need `activate_past_recording()` before a
-  tree forward can be compacted once the context is longer than the window,
+  tree forward can be compacted once the context is longer than the window; while recording, 5.17
+  hands attention every recorded row, 5.2x only the last `window - 1` and the new ones
+  (`visible_cache_rows` asks which),
 - a 4-D additive float mask is passed to attention as-is; hybrid models take a dict keyed by
   layer type, models with one layer type a single tensor,
 - `output_hidden_states=True` returns every layer's states; `capture_last_hidden` takes only the
@@ -15,6 +20,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -102,13 +109,31 @@ def full_attention_only(cache: DynamicCache) -> bool:
     return all(not getattr(layer, "is_sliding", False) for layer in cache.layers)
 
 
+@functools.cache
+def _recording_window_returns_every_row() -> bool:
+    """Whether a sliding layer that records its past hands attention every recorded row (transformers
+    5.17) rather than the last `window - 1` cached rows plus the new ones (5.2x). Asked of a
+    two-row window once: after 3 rows, a 1-row update returns 4 rows or 2."""
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    layer = DynamicSlidingWindowLayer(sliding_window=2)
+    layer.activate_past_recording()
+    states = torch.zeros(1, 1, 3, 1)
+    layer.update(states, states)
+    keys, _ = layer.update(states[:, :, :1], states[:, :, :1])
+    return keys.shape[-2] == 4
+
+
 def visible_cache_rows(cache: DynamicCache, group: LayerGroup) -> int:
-    """How many cached keys a layer of this group shows to the next forward."""
+    """How many cached keys (committed and pending) a layer of this group hands attention, before the
+    next forward's own rows."""
     layer = cache.layers[group.layer_index]
     if not layer.is_initialized:
         return 0
     if group.window is None:
         return layer.get_seq_length()
+    if _recording_window_returns_every_row():
+        return layer.keys.shape[-2]
     return min(layer.get_seq_length(), group.window - 1)
 
 
@@ -117,6 +142,16 @@ def pack_masks(masks: dict[str, torch.Tensor]):
     if len(masks) == 1:
         return next(iter(masks.values()))
     return masks
+
+
+@functools.cache
+def _cache_kwarg(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def cache_kwarg(model) -> str:
+    """The name under which this model's forward takes a cache: `cache` or `past_key_values`."""
+    return _cache_kwarg(type(model))
 
 
 def forward(model, input_ids, cache, attention_mask=None, position_ids=None, output_hidden_states=False,
@@ -128,9 +163,9 @@ def forward(model, input_ids, cache, attention_mask=None, position_ids=None, out
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        cache=cache,
         use_cache=True,
         output_hidden_states=output_hidden_states,
+        **{cache_kwarg(model): cache},
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tiny
-from specdiff import SpecDiff
+from specdiff import SpecDiff, hf_compat
 from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
 from specdiff.kv import ADDITIVE_PATH, CAUSAL_PATH, TREE_PATH, CachedLM
 from specdiff.masks import query_parents, query_positions
@@ -153,12 +153,30 @@ def test_inputs_embeds_rows_equal_their_ids(model_type):
     embed = model.get_input_embeddings()
     expected = by_ids.forward(ids).logits
     with torch.no_grad():
-        got = by_vectors.forward(ids, inputs_embeds=embed(torch.tensor(ids))).logits
+        got = by_vectors.forward(ids, inputs_embeds=embed(torch.tensor(ids, device=model.device))).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     tree = torch.tensor([[True, False], [True, True]])
     positions = torch.tensor([10, 11])
     expected = by_ids.forward([3, 4], positions, tree).logits
     with torch.no_grad():
-        got = by_vectors.forward([3, 4], positions, tree, inputs_embeds=embed(torch.tensor([3, 4]))).logits
+        got = by_vectors.forward([3, 4], positions, tree, inputs_embeds=embed(torch.tensor([3, 4], device=model.device))).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert by_vectors.ids == ids and by_vectors.pending == 2
+
+
+def test_cache_goes_in_under_the_name_the_models_forward_takes():
+    """transformers renamed the forward's `past_key_values` to `cache` (5.2x); a cache passed under the
+    other name is swallowed by **kwargs and the model silently builds its own."""
+
+    class Before(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            return None
+
+    class After(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, **kwargs):
+            return None
+
+    assert hf_compat.cache_kwarg(Before()) == "past_key_values" and hf_compat.cache_kwarg(After()) == "cache"
+    lm = CachedLM(tiny.build("llama"))
+    lm.forward([5, 6, 7])
+    assert hf_compat.cache_length(lm.cache) == 3  # the forward wrote into our cache

@@ -25,7 +25,7 @@ def test_tree_contexts_are_each_nodes_path():
     rows = [contexts.ids[r, :n].tolist() for r, n in enumerate(contexts.lengths)]
     assert rows == [[3, 4, 8], [3, 4, 8, 5], [3, 4, 8, 9], [3, 4, 8, 5, 17], [3, 4, 8, 5, 17, 33], [3, 4, 8, 9, 65]]
     processors = build_processors(1.3, 2)
-    logits = torch.randn(len(rows), 40, generator=torch.Generator().manual_seed(1))
+    logits = torch.randn(len(rows), 70, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(apply_per_node(processors, tree, logits, committed),
                                process_rows(processors, rows, logits))
 
