@@ -167,9 +167,16 @@ class CachedLM:
         want_states = any(layer >= 0 for layer in hidden_layers)
         input_ids, position_ids = ids[None].to(self.device), positions[None].to(self.device)
         embeds = inputs_embeds[None].to(self.device, self.dtype) if inputs_embeds is not None else None
+        before = hf_compat.cache_length(self.cache)
         with hf_compat.capture_last_hidden(self.model, -1 in hidden_layers) as last, self._attention(path):
             out = hf_compat.forward(self.model, input_ids, self.cache, mask, position_ids,
                                     output_hidden_states=want_states, inputs_embeds=embeds)
+        if hf_compat.cache_length(self.cache) != before + len(ids):  # else every later step reads a wrong cache
+            raise RuntimeError(
+                f"{type(self.model).__name__}'s forward did not write its {len(ids)} rows into SpecDiff's cache "
+                f"(length {before} -> {hf_compat.cache_length(self.cache)}): this transformers version "
+                f"({hf_compat.transformers_version()}) passes caches in a way specdiff.hf_compat does not know; "
+                "please report it with that version")
         self.forward_count += 1
         self.path_counts[path] += 1
         self.last_path = path

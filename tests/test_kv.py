@@ -180,3 +180,12 @@ def test_cache_goes_in_under_the_name_the_models_forward_takes():
     lm = CachedLM(tiny.build("llama"))
     lm.forward([5, 6, 7])
     assert hf_compat.cache_length(lm.cache) == 3  # the forward wrote into our cache
+
+
+def test_a_forward_that_bypasses_our_cache_is_an_error_not_a_wrong_answer(monkeypatch):
+    """If a future transformers takes the cache under yet another name, the model would build its own and
+    ours would stay empty: every later step would attend to nothing. The engine checks and says so."""
+    lm = CachedLM(tiny.build("llama"))
+    monkeypatch.setattr(hf_compat, "cache_kwarg", lambda model: "not_the_cache")
+    with pytest.raises(RuntimeError, match="did not write its 3 rows"):
+        lm.forward([5, 6, 7])
