@@ -111,6 +111,9 @@ class PromptLookupMethod:
     # In half precision extra rows cost less (8 rows: 1.06x a 1-row step, against 1.19x in fp32) and
     # 1-grams ran ~5% faster (benchmarks/lookup_variants.py; BENCHMARKS.md).
     min_ngram: int | None = None
+    # Trie or most-recent-match chain, whichever gives more tokens per second on this machine
+    # (drafters.lookup.ShapeChooser): extra rows are free on a GPU and cost ~9x in emulated bf16.
+    measure_shape: bool = False
     default_drafter: str | None = None
 
     def __post_init__(self):
@@ -136,7 +139,7 @@ class PromptLookupMethod:
 
         depth = self.draft_length(options)
         drafter = PromptLookupDrafter(ngram=self.ngram, k=depth, max_branches=self.max_branches,
-                                      min_ngram=self.backoff(target))
+                                      min_ngram=self.backoff(target), measure_shape=self.measure_shape)
         return MethodParts(drafter, Chain(), FixedDraftLength(depth))
 
 
@@ -486,6 +489,8 @@ register(TiDARMethod("tidar-opt-tree", "TiDAR model, OPT-Tree of 8 nodes over it
 register(TiDARMethod("tidar-lean", "TiDAR model, blocks of 4, pre-drafted only for 0 or 1 accepted drafts "
                      "(12 query rows instead of 20: for hardware where every row costs)", block_size=4, max_blocks=2))
 register(PromptLookupMethod("lookup", "prompt lookup: n-gram matches in the context (3 down to 2 in fp32, to 1 in "
-                            "half precision) as a trie (10 deep, 4 branches)"))
+                            "half precision) as a trie (10 deep, 4 branches), or the most recent match alone where "
+                            "that measures faster on this machine", measure_shape=True))
+register(PromptLookupMethod("lookup-trie", "prompt lookup as `lookup`, always the trie (10 deep, 4 branches)"))
 register(PromptLookupMethod("lookup-chain", "prompt lookup, the most recent match only (3-gram down to 2 in fp32, "
                             "to 1 in half precision): a chain (10 deep), as HF's prompt lookup drafts", max_branches=1))

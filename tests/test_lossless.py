@@ -52,3 +52,27 @@ def test_branching_trees(target):
                     PromptLookupDrafter(ngram=1, k=5, max_branches=4)):
         result = SpecDiff(model, drafter).generate(prompt, max_new_tokens=NEW_TOKENS)
         assert result.token_ids == expected
+
+
+def test_lookup_alternatives_cut_to_branch_depth(target):
+    """The most recent match keeps its k tokens, the older ones `branch_depth`; a match that is a
+    prefix of a kept one adds no branch. Lossless either way."""
+    from specdiff.drafters.base import DraftContext
+
+    context = [9, 8, 5, 6, 0, 7, 8, 1, 2, 3, 4, 9, 8, 1, 2, 3, 4, 5, 8]  # 8 -> 5 6 0 7, 1 2 3 4, 1 2 3 4 5
+    full = PromptLookupDrafter(ngram=1, k=4, max_branches=3).propose(DraftContext(context, 4))
+    short = PromptLookupDrafter(ngram=1, k=4, max_branches=2, branch_depth=1).propose(DraftContext(context, 4))
+    assert full.tokens.tolist() == [1, 2, 3, 4, 5, 6, 0, 7]
+    assert short.tokens.tolist() == [1, 2, 3, 4, 5]  # the middle match, [1], is a prefix: the oldest gets the slot
+    assert short.parents.tolist() == [-1, 0, 1, 2, -1]
+    model, prompt, expected = target
+    result = SpecDiff(model, PromptLookupDrafter(ngram=1, k=5, max_branches=4, branch_depth=2)).generate(
+        prompt, max_new_tokens=NEW_TOKENS)
+    assert result.token_ids == expected
+
+
+def test_lookup_that_measures_its_shape_is_lossless(target):
+    model, prompt, expected = target
+    drafter = PromptLookupDrafter(ngram=1, k=5, max_branches=4, measure_shape=True)
+    assert SpecDiff(model, drafter).generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected
+    assert drafter.shapes is not None  # (choosing and booking: tests/test_lookup.py)
