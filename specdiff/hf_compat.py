@@ -193,12 +193,6 @@ def capture_last_hidden(model, enabled: bool = True) -> Iterator[LastHidden]:
         handle.remove()
 
 
-def transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
-
-
 def cache_length(cache: DynamicCache) -> int:
     return cache.get_seq_length()
 

@@ -25,6 +25,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+import transformers
 
 from specdiff import hf_compat, tree_attention
 from specdiff.masks import additive_mask, block_allowed
@@ -175,7 +176,7 @@ class CachedLM:
             raise RuntimeError(
                 f"{type(self.model).__name__}'s forward did not write its {len(ids)} rows into SpecDiff's cache "
                 f"(length {before} -> {hf_compat.cache_length(self.cache)}): this transformers version "
-                f"({hf_compat.transformers_version()}) passes caches in a way specdiff.hf_compat does not know; "
+                f"({transformers.__version__}) passes caches in a way specdiff.hf_compat does not know; "
                 "please report it with that version")
         self.forward_count += 1
         self.path_counts[path] += 1
