@@ -5,6 +5,8 @@ confidence cut, and HF's own cut of 0.4), then SpecDiff's AR chain and OPT-Tree 
 Every SpecDiff row is checked against HF greedy token for token. Prints tokens/s, speedup and tau.
 
     OMP_NUM_THREADS=1 python benchmarks/draft_threshold.py [--max-new-tokens 64] [--per-category 2]
+
+`--heads auto,full` compares the small LM's reduced draft head (its draft_vocab.json) with its whole head.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ CATEGORIES = ("translation", "summarization", "qa", "math_reasoning", "rag")
 @click.option("--per-category", default=2, show_default=True)
 @click.option("--deltas", default="none,0.2,0.4,0.6", show_default=True, help="comma-separated; none = no cut")
 @click.option("--eagle/--no-eagle", default=True, show_default=True, help="also the EAGLE drafter's chain and tree")
-def main(max_new_tokens, per_category, deltas, eagle):
+@click.option("--heads", default="auto", show_default=True,
+              help="comma-separated LM heads of the small LM's drafts: auto (its draft_vocab.json, 8192 tokens), "
+                   "full (all 49152)")
+def main(max_new_tokens, per_category, deltas, eagle, heads):
     target, tokenizer = zoo.load("smollm2-135m-instruct", dtype="float32")
     small, _ = zoo.load("smollm2-135m-instruct-small", dtype="float32")
     eagle_model = EagleDrafter.from_pretrained(zoo.path("smollm2-135m-instruct-eagle"), target).eagle if eagle else None
@@ -62,9 +67,16 @@ def main(max_new_tokens, per_category, deltas, eagle):
 
     runs = {"hf-generate": hf(), "hf-assisted": assisted(0.0), "hf-assisted-conf0.4": assisted(0.4)}
     for cut in cuts:
-        runs[f"ar d={cut}"] = spec(lambda cut=cut: AutoregressiveDrafter(small, k=5, tree_threshold=cut), Chain())
-        runs[f"ar-opt-tree d={cut}"] = spec(lambda cut=cut: AutoregressiveDrafter(small, k=6, top_k=4, tree_threshold=cut),
-                                            OptTree(node_budget=16, max_depth=6))
+        for head in heads.split(","):
+            vocab = {"auto": "auto", "full": None}[head]
+            label = "" if heads == "auto" else f" [{head} head]"
+            runs[f"ar d={cut}{label}"] = spec(
+                lambda cut=cut, vocab=vocab: AutoregressiveDrafter(small, k=5, tree_threshold=cut, draft_vocab=vocab),
+                Chain())
+            runs[f"ar-opt-tree d={cut}{label}"] = spec(
+                lambda cut=cut, vocab=vocab: AutoregressiveDrafter(small, k=6, top_k=4, tree_threshold=cut,
+                                                                   draft_vocab=vocab),
+                OptTree(node_budget=16, max_depth=6))
         if eagle_model is not None:
             runs[f"eagle d={cut}"] = spec(lambda cut=cut: EagleDrafter(eagle_model, target, k=5, tree_threshold=cut),
                                           Chain())

@@ -244,7 +244,10 @@ def train_data(target, out_dir, prompts, dtype, max_new_tokens, batch_size, seed
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seq-len", type=click.IntRange(min=8), default=256, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True)
-def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, batch_size, seq_len, lr):
+@click.option("--draft-vocab", type=click.IntRange(min=0), default=8192, show_default=True,
+              help="Tokens of the reduced draft head written beside the model (draft_vocab.json: the most frequent "
+                   "reply tokens; the `ar` methods draft over them); 0: none.")
+def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, batch_size, seq_len, lr, draft_vocab):
     """A small standalone causal LM cut from the target (a few of its layers over its frozen embedding),
     distilled on the target's replies: the `ar` drafter and HF assisted generation's assistant_model.
 
@@ -264,8 +267,8 @@ def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, bat
     config = TrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=min(20, steps - 1),
                          eval_every=min(50, steps), eval_batches=4, save_every=min(25, steps))
     command = (f"specdiff train small-lm --target {target} --data {data_dir} --layers {layers} --out-dir {out_dir} "
-               f"--steps {steps} --batch-size {batch_size} --seq-len {seq_len} --lr {lr}")
-    recipe = SmallLMRecipe(name, target, str(data_dir), kept, config, command)
+               f"--steps {steps} --batch-size {batch_size} --seq-len {seq_len} --lr {lr} --draft-vocab {draft_vocab}")
+    recipe = SmallLMRecipe(name, target, str(data_dir), kept, config, command, draft_vocab)
     try:
         result = run_small_lm(recipe, work_dir, out_dir)
     except ValueError as error:
@@ -313,8 +316,13 @@ def _feature_drafter_options(command):
 @click.option("--seq-len", type=click.IntRange(min=8), default=None,
               help="Positions per window; longer records are windowed [default: 384].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate [default: 5e-4].")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None,
+              help="Steps between held-out evaluations, each a point of the card's tau curve [default: 250].")
+@click.option("--init", "init", metavar="DIR|NAME", default=None,
+              help="Start from an exported EAGLE drafter (a directory or zoo name, e.g. the shipped one) instead "
+                   "of fresh weights; it must match --layers and --draft-vocab.")
 def train_eagle(target, data_dir, out_dir, work_dir, steps, teacher_dtype, layers, draft_vocab, ttt_steps,
-                feature_weight, batch_size, seq_len, lr):
+                feature_weight, batch_size, seq_len, lr, eval_every, init):
     """Train an EAGLE drafter on a frozen target's features over its own replies (EAGLE-3's training-time
     test) and export it with a model card (held-out acceptance per draft position).
 
@@ -326,9 +334,10 @@ def train_eagle(target, data_dir, out_dir, work_dir, steps, teacher_dtype, layer
     from specdiff.training.eagle_recipe import EagleRecipe, run_eagle
 
     given = dict(layers=_int_list(layers, "--layers") if layers is not None else None, draft_vocab=draft_vocab,
-                 ttt_steps=ttt_steps, feature_weight=feature_weight, teacher_dtype=teacher_dtype)
+                 ttt_steps=ttt_steps, feature_weight=feature_weight, teacher_dtype=teacher_dtype, init=init)
     _train_feature_drafter(functools.partial(EagleRecipe, out_dir.name, target, str(data_dir)), run_eagle, out_dir,
-                           work_dir, steps, given, dict(batch_size=batch_size, seq_len=seq_len, lr=lr))
+                           work_dir, steps, given,
+                           dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every))
 
 
 def _train_feature_drafter(make_recipe, run, out_dir: Path, work_dir: Path, steps: int | None, given: dict,

@@ -10,7 +10,7 @@ from specdiff.kv import CachedLM
 from specdiff.sampling import SamplingSettings, sample_token
 from specdiff.processing import process_paths
 from specdiff.types import DraftTree, ProposalKind, ancestor_mask, path_to, tree_depths
-from specdiff.vocab import shared_vocab_size
+from specdiff.vocab import draft_vocab_for, shared_vocab_size
 
 
 class AutoregressiveDrafter:
@@ -24,27 +24,43 @@ class AutoregressiveDrafter:
 
     The drafter's model and KV cache are a `CachedLM`: it holds the committed ids (and, for chains,
     its last drafts); each step it is synced back to the longest prefix that still matches them.
+
+    draft_vocab: the tokens it may propose. "auto" (default): the ids in `draft_vocab.json` of the
+    directory the model was loaded from when it has one (`specdiff train small-lm` writes the most
+    frequent reply tokens), else all; None: all; or a sequence of ids. Only those rows of the LM head
+    are computed (FR-Spec): on SmolLM2's small LM an 8192-token head halves a draft forward. Tokens
+    outside it get probability 0, which the verifier's rules already cover, so output is unchanged.
     """
 
     needs = DraftNeeds()
 
     def __init__(self, model, k: int = 5, top_k: int = 1, tokenizer=None,
-                 tree_threshold: float | None = None):
+                 tree_threshold: float | None = None, draft_vocab="auto"):
         if k < 1:
             raise ValueError(f"k (draft length) must be >= 1, got {k}")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if tree_threshold is not None and tree_threshold < 0:
             raise ValueError(f"tree_threshold (OPT-Tree's delta) must be >= 0, or None; got {tree_threshold}")
-        self.lm = CachedLM(model.eval())
+        self.draft_vocab = draft_vocab_for(model, draft_vocab)  # [N] sorted ids, or None: the whole head
+        self.lm = CachedLM(model.eval(), head_rows=self.draft_vocab)
         self.model, self.k, self.top_k, self.tokenizer = model, k, top_k, tokenizer
         self.tree_threshold = tree_threshold
         self.vocab_size = hf_compat.output_vocab_size(model)
-        self.shared_vocab = self.vocab_size
+        self._bind_columns(self.vocab_size)
         self.reset()
 
     def bind(self, target_vocab_size: int, tokenizer=None) -> None:
-        self.shared_vocab = shared_vocab_size(target_vocab_size, self.vocab_size, tokenizer, self.tokenizer)
+        self._bind_columns(shared_vocab_size(target_vocab_size, self.vocab_size, tokenizer, self.tokenizer))
+
+    def _bind_columns(self, shared_vocab: int) -> None:
+        """Where the reduced head's columns go among the `shared_vocab` ids both heads have."""
+        self.shared_vocab = shared_vocab
+        if self.draft_vocab is not None:
+            device = self.model.get_output_embeddings().weight.device
+            inside = self.draft_vocab < shared_vocab
+            self._kept = inside.nonzero().squeeze(-1).to(device)  # [N'] columns of the reduced logits
+            self._ids = self.draft_vocab[inside].to(device)  # [N'] their token ids
 
     @property
     def forward_count(self) -> int:
@@ -55,7 +71,12 @@ class AutoregressiveDrafter:
         self._processors, self._committed = None, []
 
     def _logits(self, out) -> torch.Tensor:
-        return out.logits[:, : self.shared_vocab].float()  # [Q, V]
+        """[Q, V] float logits over the shared vocabulary; -inf outside a reduced draft vocabulary."""
+        if self.draft_vocab is None:
+            return out.logits[:, : self.shared_vocab].float()
+        full = out.logits.new_full((out.logits.shape[0], self.shared_vocab), float("-inf"), dtype=torch.float32)
+        full[:, self._ids] = out.logits[:, self._kept].float()
+        return full
 
     def _sync(self, token_ids: list[int]) -> torch.Tensor:
         """Cache all committed ids; return logits [V] after the last one."""

@@ -169,6 +169,59 @@ def forward(model, input_ids, cache, attention_mask=None, position_ids=None, out
     )
 
 
+class RowsHead:
+    """The LM head cut to `rows` [N] (token ids): logits [..., N] over those tokens only, computed from
+    the base model's output (the LM head's input), so a drafter that proposes only frequent tokens
+    skips most of the head's product (FR-Spec; EAGLE-3's draft vocabulary). On SmolLM2's 4-layer
+    small LM the 49152-way head is half of a one-row forward. `check` verifies once that the model's
+    own logits at those rows are this product (no soft-capping or scaling after the head)."""
+
+    def __init__(self, model, rows: torch.Tensor):
+        head = model.get_output_embeddings()
+        self.rows = torch.as_tensor(rows, dtype=torch.long).to(head.weight.device)
+        self.weight = head.weight.detach()[self.rows]
+        self.bias = None if head.bias is None else head.bias.detach()[self.rows]
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden, self.weight, self.bias)
+
+    @torch.inference_mode()
+    def check(self, model) -> None:
+        """Raise ValueError unless a short forward's logits at `rows` equal this head over the base
+        model's output (e.g. Gemma2's final soft-capping or Cohere's logit scale would differ)."""
+        config = model.config
+        transformed = (getattr(config, "final_logit_softcapping", None) is not None
+                       or getattr(config, "logit_scale", 1.0) not in (None, 1.0)
+                       or getattr(config, "logits_scaling", 1.0) not in (None, 1.0))
+        weight = model.get_output_embeddings().weight
+        ids = torch.arange(3, device=weight.device)[None] % model.get_input_embeddings().weight.shape[0]
+        full = model(input_ids=ids, use_cache=False).logits[0, :, self.rows].float()
+        ours = self(base_model_forward(model, ids, None).last_hidden_state[0]).float()
+        tolerance = 8 * torch.finfo(weight.dtype).eps * float(full.abs().max().clamp(min=1.0))
+        if transformed or not torch.allclose(ours, full, rtol=0, atol=tolerance):
+            raise ValueError(
+                f"{type(model).__name__}'s logits are not its LM head applied to its base model's output (it "
+                "transforms them after the head, e.g. soft-capping or scaling), so a reduced draft vocabulary "
+                "cannot be computed from the head's rows; use the full head (draft_vocab=None)")
+
+
+def base_model_forward(model, input_ids, cache, attention_mask=None, position_ids=None, output_hidden_states=False,
+                       inputs_embeds=None):
+    """`forward` through the model's base (`model.base_model`: the decoder without the LM head); returns
+    its output, `last_hidden_state` [1, Q, H] being what the head would turn into logits."""
+    base = model.base_model
+    kwargs = {} if cache is None else {cache_kwarg(base): cache}
+    return base(
+        input_ids=None if inputs_embeds is not None else input_ids,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=cache is not None,
+        output_hidden_states=output_hidden_states,
+        **kwargs,
+    )
+
+
 class LastHidden:
     """Filled by `capture_last_hidden`: the LM head's input in the latest forward, [B, Q, H]."""
 

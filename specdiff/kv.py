@@ -44,7 +44,7 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 
 @dataclass(frozen=True)
 class ForwardOutput:
-    """logits [Q, V] (model dtype); hidden [len(layers), Q, H] when asked (-1 is the LM head's
+    """logits [Q, V] (model dtype; [Q, N] over `CachedLM(head_rows=...)`'s N tokens); hidden [len(layers), Q, H] when asked (-1 is the LM head's
     input, after the final norm; i >= 0 is `output_hidden_states[i]`); path: which attention ran."""
 
     logits: torch.Tensor
@@ -55,9 +55,16 @@ class ForwardOutput:
 class CachedLM:
     """An unmodified Hugging Face causal LM with a prefix KV cache of `ids` and pending rows after it."""
 
-    def __init__(self, model, tree_attention_path: bool = True, causal_chains: bool = True):
+    def __init__(self, model, tree_attention_path: bool = True, causal_chains: bool = True,
+                 head_rows: torch.Tensor | None = None):
+        """head_rows [N]: token ids; logits then cover only those columns, [Q, N] (`hf_compat.RowsHead`:
+        the base model's output times those rows of the LM head), for drafters with a reduced vocabulary."""
         hf_compat.check_supported(model)
         self.model = model
+        self.head = None
+        if head_rows is not None:
+            self.head = hf_compat.RowsHead(model, head_rows)
+            self.head.check(model)
         self.tree_attention_path = tree_attention_path and hf_compat.tree_attention_supported(model)
         self.causal_chains = causal_chains
         self.forward_count = 0
@@ -169,9 +176,17 @@ class CachedLM:
         input_ids, position_ids = ids[None].to(self.device), positions[None].to(self.device)
         embeds = inputs_embeds[None].to(self.device, self.dtype) if inputs_embeds is not None else None
         before = hf_compat.cache_length(self.cache)
-        with hf_compat.capture_last_hidden(self.model, -1 in hidden_layers) as last, self._attention(path):
-            out = hf_compat.forward(self.model, input_ids, self.cache, mask, position_ids,
-                                    output_hidden_states=want_states, inputs_embeds=embeds)
+        if self.head is not None:  # the base model, then only the head's chosen rows
+            with self._attention(path):
+                out = hf_compat.base_model_forward(self.model, input_ids, self.cache, mask, position_ids,
+                                                   output_hidden_states=want_states, inputs_embeds=embeds)
+            last = hf_compat.LastHidden()
+            last.value, logits = out.last_hidden_state, self.head(out.last_hidden_state[0])
+        else:
+            with hf_compat.capture_last_hidden(self.model, -1 in hidden_layers) as last, self._attention(path):
+                out = hf_compat.forward(self.model, input_ids, self.cache, mask, position_ids,
+                                        output_hidden_states=want_states, inputs_embeds=embeds)
+            logits = out.logits[0]
         if hf_compat.cache_length(self.cache) != before + len(ids):  # else every later step reads a wrong cache
             raise RuntimeError(
                 f"{type(self.model).__name__}'s forward did not write its {len(ids)} rows into SpecDiff's cache "
@@ -185,7 +200,7 @@ class CachedLM:
         if hidden_layers:
             hidden = torch.stack([last.value[0] if layer < 0 else out.hidden_states[layer][0]
                                   for layer in hidden_layers])  # [layers, Q, H]
-        return ForwardOutput(out.logits[0], hidden, path)
+        return ForwardOutput(logits, hidden, path)
 
     def _attention(self, path: str):
         if path == TREE_PATH:

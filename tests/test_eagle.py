@@ -19,7 +19,7 @@ from specdiff.kv import CachedLM
 from specdiff.training import distill
 from specdiff.training.data import WindowSampler
 from specdiff.training.eagle import EagleObjective, FeatureSampler, chain_acceptance, frequent_tokens, step_labels
-from specdiff.training.eagle_recipe import EagleRecipe, export_eagle
+from specdiff.training.eagle_recipe import EagleRecipe, export_eagle, warm_start
 from specdiff.training.features import TeacherFeatures
 from specdiff.training.loop import TrainConfig, train
 from specdiff.training.objectives import CausalLMObjective
@@ -201,6 +201,23 @@ def test_refuses_a_mismatched_target(tmp_path):
     tiny.build("llama").save_pretrained(tmp_path / "lm")
     with pytest.raises(ValueError, match="not EAGLE drafter files"):
         EagleModel.from_pretrained(tmp_path / "lm")
+
+
+def test_warm_start_loads_a_matching_drafter_and_names_the_fix_otherwise(tmp_path):
+    model = tiny.build("llama")
+    shipped = random_eagle(model, (1, 2), EVERY_THIRD, seed=3)
+    shipped.save_pretrained(tmp_path / "shipped")
+    (tmp_path / "shipped" / "card.json").write_text(json.dumps({"steps": 40}))
+    fresh = random_eagle(model, (1, 2), EVERY_THIRD, seed=4)
+    assert warm_start(fresh, str(tmp_path / "shipped")) == {"path": str(tmp_path / "shipped"), "steps": 40}
+    for (name, a), (_, b) in zip(shipped.named_parameters(), fresh.named_parameters()):
+        torch.testing.assert_close(a.half().float(), b, msg=name)  # the stored (fp16) weights, all of them
+    with pytest.raises(ValueError, match=r"--init .*feature_layers \[1, 2\] \(recipe: \[2\]\).*without --init"):
+        warm_start(random_eagle(model, (2,), EVERY_THIRD), str(tmp_path / "shipped"))
+    other_vocab = EVERY_THIRD.clone()
+    other_vocab[0] = 1  # as many ids, not the same ones
+    with pytest.raises(ValueError, match="draft vocabulary's ids"):
+        warm_start(random_eagle(model, (1, 2), other_vocab), str(tmp_path / "shipped"))
 
 
 # --- training on a patterned target ----------------------------------------------------------------

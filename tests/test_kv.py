@@ -41,6 +41,37 @@ def test_tree_path_equals_additive_path(model_type, attn):
         torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen3", "opt", "falcon", "phi", "gemma3_text", "granite"])
+def test_reduced_head_logits_are_the_full_heads_columns(model_type):
+    """CachedLM(head_rows=...) runs the base model and only those rows of the head: its logits are the
+    full forward's at those columns, for a causal prefix, a chain and a branching tree (and so its last
+    hidden state is the LM head's input)."""
+    model = tiny.build(model_type)
+    rows = torch.tensor([0, 3, 5, 17, 99, 200, 255])
+    prefix = tiny.repetitive_prompt(9)[0].tolist()
+    for tree in (BRANCHING, CHAIN):
+        outputs = []
+        for head_rows in (None, rows):
+            lm = CachedLM(model, head_rows=head_rows)
+            first = lm.forward(prefix, hidden_layers=(-1,))
+            ids = torch.cat([torch.tensor([3]), tree.tokens])
+            out = lm.forward(ids, query_positions(tree.parents, len(prefix)), ancestor_mask(query_parents(tree.parents)))
+            outputs.append((first, out))
+        (full_first, full), (cut_first, cut) = outputs
+        assert cut.logits.shape == (len(tree.tokens) + 1, len(rows)) and cut.path == full.path
+        torch.testing.assert_close(cut.logits.float(), full.logits[:, rows].float(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(cut_first.logits.float(), full_first.logits[:, rows].float(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(cut_first.hidden, full_first.hidden, atol=1e-5, rtol=0)
+
+
+def test_a_reduced_head_on_a_model_that_caps_its_logits_is_refused():
+    with pytest.raises(ValueError, match="soft-capping or scaling"):
+        CachedLM(tiny.build("gemma2", "eager"), head_rows=torch.arange(10))
+    scaled = tiny.build("granite", logits_scaling=4.0)
+    with pytest.raises(ValueError, match="draft_vocab=None"):
+        CachedLM(scaled, head_rows=torch.arange(10))
+
+
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen3"])
 def test_tree_path_with_pending_rows(model_type):
     """Two forwards of tree rows (an AR drafter's beam): the second sees the first's pending rows."""
@@ -112,7 +143,7 @@ def test_greedy_equals_generate_on_both_paths():
 
 # --- one engine, used everywhere ---------------------------------------------------------------------
 
-CACHE_CALLS = {"new_cache", "forward", "compact", "drop_last", "trim_to_window", "layer_groups",
+CACHE_CALLS = {"new_cache", "forward", "base_model_forward", "compact", "drop_last", "trim_to_window", "layer_groups",
                "visible_cache_rows", "pack_masks", "capture_last_hidden", "tree_attention_enabled"}
 ROOT = Path(__file__).resolve().parent.parent
 

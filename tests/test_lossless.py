@@ -76,3 +76,29 @@ def test_lookup_that_measures_its_shape_is_lossless(target):
     drafter = PromptLookupDrafter(ngram=1, k=5, max_branches=4, measure_shape=True)
     assert SpecDiff(model, drafter).generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected
     assert drafter.shapes is not None  # (choosing and booking: tests/test_lookup.py)
+
+
+def test_reduced_draft_vocabulary(target):
+    """A drafter that computes only some rows of its LM head (FR-Spec): drafting with the target itself
+    over a vocabulary holding every token of the greedy reply, its drafts are the target's own argmaxes
+    (tau near k + 1), so the reduced logits are the right columns; over a vocabulary missing most of the
+    reply it is often wrong, and the output is still `generate`'s. Models that transform logits after
+    the head (Gemma2's soft-capping) are refused with the fix."""
+    model, prompt, expected = target
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    if getattr(model.config, "final_logit_softcapping", None) is not None:
+        with pytest.raises(ValueError, match="draft_vocab=None"):
+            AutoregressiveDrafter(model, k=4, draft_vocab=sorted(set(expected)))
+        return
+    covering = sorted(set(expected) | set(range(0, vocab_size, 3)))
+    result = SpecDiff(model, AutoregressiveDrafter(model, k=4, draft_vocab=covering)).generate(
+        prompt, max_new_tokens=NEW_TOKENS)
+    assert result.token_ids == expected
+    assert result.stats.tau >= 3.5
+    tree = AutoregressiveDrafter(model, k=3, top_k=2, draft_vocab=covering)  # its rows take the tree path
+    assert SpecDiff(model, tree).generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected
+    missing = [t for t in range(vocab_size) if t not in set(expected[1::2])]  # every other reply token left out
+    result = SpecDiff(model, AutoregressiveDrafter(model, k=4, draft_vocab=missing)).generate(
+        prompt, max_new_tokens=NEW_TOKENS)
+    assert result.token_ids == expected
+    assert result.stats.tau < 3.5

@@ -83,6 +83,11 @@ CASES = {
     # the chain stops where its sampled tokens' probability falls to <= delta: a length set by the draft
     "chain-cut": (lambda target: AutoregressiveDrafter(small_model(5), k=3, tree_threshold=0.15), 3, 200,
                   dict(temperature=1.0, top_k=0)),
+    # a reduced draft vocabulary (FR-Spec): tokens outside it have q = 0, which the residual law covers
+    "chain-reduced-vocab": (lambda target: AutoregressiveDrafter(small_model(5), k=2, draft_vocab=[0, 1, 3, 4, 6]),
+                            3, 200, dict(temperature=0.8, top_k=0, repetition_penalty=1.2)),
+    "tree-reduced-vocab": (lambda target: AutoregressiveDrafter(small_model(5), k=2, top_k=2, draft_vocab=[1, 3, 4, 5]),
+                           3, 200, dict(temperature=1.0, top_k=0)),
     "tree": (lambda target: AutoregressiveDrafter(small_model(5), k=2, top_k=3), 3, 200,
              dict(temperature=1.0, top_k=0, no_repeat_ngram_size=2)),
     "lookup": (lambda target: PromptLookupDrafter(ngram=1, k=2, max_branches=2), 2, 150,

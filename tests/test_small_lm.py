@@ -98,7 +98,7 @@ def test_distilled_export_is_completed_from_its_base(tmp_path, monkeypatch):
     data = fake_distill_dir(tmp_path / "data", rows)
     config = TrainConfig(steps=6, batch_size=4, seq_len=8, lr=1e-3, warmup_steps=1, eval_every=3, eval_batches=1,
                          save_every=3)
-    recipe = SmallLMRecipe("tiny-small", str(base), str(data), (0, 2), config, command="test")
+    recipe = SmallLMRecipe("tiny-small", str(base), str(data), (0, 2), config, command="test", draft_vocab=8)
     out = tmp_path / "out"
     monkeypatch.setattr(distill, "is_heldout", lambda ids: False)
     with pytest.raises(ValueError, match="no records"):  # an empty held-out split: a clear error
@@ -115,6 +115,11 @@ def test_distilled_export_is_completed_from_its_base(tmp_path, monkeypatch):
     loaded = AutoModelForCausalLM.from_pretrained(complete)
     assert loaded.config.num_hidden_layers == 2
     torch.testing.assert_close(loaded.get_input_embeddings().weight, target.get_input_embeddings().weight)
+    # the reduced draft head: the 8 most frequent train reply tokens (3..9, then the lowest unseen id)
+    card = json.loads((out / "card.json").read_text())["draft_vocab"]
+    assert card["size"] == 8 and card["heldout_coverage"] == 1.0
+    assert AutoregressiveDrafter(loaded).draft_vocab.tolist() == [0, 3, 4, 5, 6, 7, 8, 9]  # "auto": its file
+    assert AutoregressiveDrafter(loaded, draft_vocab=None).draft_vocab is None
 
 
 def _safetensor_keys(path):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from specdiff.drafters.eagle_model import EagleModel, shifted
 from specdiff.training.features import TeacherFeatures
+from specdiff.vocab import frequent_tokens as most_frequent
 
 IGNORE = -100  # cross_entropy's ignore_index
 
@@ -168,7 +169,5 @@ def chain_acceptance(model: EagleModel, batches: list[FeatureBatch], k: int) -> 
 def frequent_tokens(features: TeacherFeatures, count: int, vocab_size: int) -> torch.Tensor:
     """[min(count, vocab_size)] the `count` most frequent reply tokens of `features` (EAGLE-3's draft
     vocabulary; ties by id), ascending; never-seen ids fill up when the replies have fewer distinct tokens."""
-    replies = np.concatenate([features.ids(i)[features.response_start(i):] for i in range(len(features))])
-    counts = np.bincount(replies, minlength=vocab_size)
-    order = np.argsort(-counts, kind="stable")[:count]
-    return torch.from_numpy(np.sort(order)).long()
+    return most_frequent([features.ids(i)[features.response_start(i):] for i in range(len(features))], count,
+                         vocab_size)

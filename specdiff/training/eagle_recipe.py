@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from specdiff.drafters.eagle_model import EagleModel
@@ -40,7 +41,9 @@ class EagleRecipe:
     most frequent reply tokens); a count >= the target's vocabulary keeps it whole. ttt_steps: the
     training-time test's unroll depth; feature_weight: EAGLE-1's feature regression (0: off).
     teacher_dtype: the target's dtype while computing features (part of their cache key). eval_k:
-    the chain length whose held-out acceptance the card reports."""
+    the chain length whose held-out acceptance the card reports. init: an exported drafter directory
+    (or zoo name) to start from instead of fresh weights, e.g. to train a shipped drafter further; it
+    must have the recipe's layers and draft vocabulary."""
 
     name: str
     target: str
@@ -53,6 +56,7 @@ class EagleRecipe:
     feature_weight: float = 0.0
     eval_k: int = 5
     teacher_dtype: str = "bfloat16"
+    init: str | None = None
     description: str = ""
     command: str = field(default="", compare=False)
 
@@ -91,6 +95,7 @@ def run_eagle(recipe: EagleRecipe, work_dir: Path, out_dir: Path, steps: int | N
     V = target.get_output_embeddings().weight.shape[0]
     vocab = frequent_tokens(features["train"], recipe.draft_vocab, V) if recipe.draft_vocab < V else None
     eagle = EagleModel.for_target(target, layers, vocab, name=recipe.target, dtype=torch.float32)
+    started_from = warm_start(eagle, recipe.init) if recipe.init else None
     del target  # the drafter holds the embedding and LM head it borrowed
     config = recipe.train if steps is None else with_steps(recipe.train, steps)
     last = L if recipe.feature_weight > 0 else None
@@ -98,16 +103,47 @@ def run_eagle(recipe: EagleRecipe, work_dir: Path, out_dir: Path, steps: int | N
     heldout = FeatureSampler(features["heldout"], layers, config.seq_len, config.batch_size, HELDOUT_SEED, last)
     eval_batches = heldout.fixed_batches(config.eval_batches)
     objective = EagleObjective(recipe.ttt_steps, feature_weight=recipe.feature_weight)
+    device = PartialState().device
+    on_device = [batch.to(device) for batch in eval_batches]
     result = train(eagle, objective, sampler.batch, eval_batches, config, work_dir / recipe.name,
-                   desc=f"training {recipe.name}")
+                   desc=f"training {recipe.name}",
+                   metrics=lambda m: {"tau": chain_acceptance(m, on_device, recipe.eval_k)["tau_estimate"]})
     if not result.interrupted:
-        acceptance = chain_acceptance(eagle, eval_batches, recipe.eval_k)
-        export_eagle(recipe, eagle, result, acceptance, config, out_dir, features["train"])
+        acceptance = chain_acceptance(eagle, on_device, recipe.eval_k)
+        export_eagle(recipe, eagle, result, acceptance, config, out_dir, features["train"], started_from)
     return result
 
 
+def warm_start(eagle: EagleModel, init: str) -> dict:
+    """Load an exported drafter's weights into `eagle` (fresh, shaped by the recipe); returns what the card
+    says of it: its path and the steps it had been trained for."""
+    import json
+
+    from specdiff import zoo
+
+    directory = Path(init)
+    if not directory.exists() and init in zoo.available():
+        directory = zoo.path(init)
+    before = EagleModel.from_pretrained(directory)
+    ours, theirs = asdict(eagle.config), asdict(before.config)
+    differ = [key for key in ("feature_layers", "draft_vocab_size", "hidden_size", "vocab_size", "num_target_layers")
+              if tuple(np.atleast_1d(ours[key] or 0)) != tuple(np.atleast_1d(theirs[key] or 0))]
+    same_vocab = eagle.config.draft_vocab_size is None or torch.equal(eagle.draft_vocab, before.draft_vocab)
+    if differ or not same_vocab:
+        shown = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
+        what = (", ".join(f"{key} {shown(theirs[key])} (recipe: {shown(ours[key])})" for key in differ)
+                or "the draft vocabulary's ids")
+        raise ValueError(f"--init {init}: that drafter differs from this recipe in {what}; train it with the "
+                         "options it was trained with (its card's command), or start fresh without --init")
+    eagle.load_state_dict(before.state_dict(), strict=True)
+    card = directory / "card.json"
+    steps = json.loads(card.read_text()).get("steps") if card.exists() else None
+    return {"path": str(init), "steps": steps}
+
+
 def export_eagle(recipe: EagleRecipe, eagle: EagleModel, result: TrainResult, acceptance: dict,
-                 config: TrainConfig, out: Path, features: TeacherFeatures | None = None) -> Path:
+                 config: TrainConfig, out: Path, features: TeacherFeatures | None = None,
+                 started_from: dict | None = None) -> Path:
     """The drafter (config.json + model.safetensors) and its model card (card.json, README.md)."""
     eagle.save_pretrained(out)
     own = {key: value for key, value in asdict(eagle.config).items() if key != "decoder"}
@@ -126,8 +162,12 @@ def export_eagle(recipe: EagleRecipe, eagle: EagleModel, result: TrainResult, ac
         "ttt_steps": recipe.ttt_steps,
         "feature_weight": recipe.feature_weight,
         "steps": result.step,
+        "started_from": started_from,
         "heldout_loss": None if result.eval_loss is None else round(result.eval_loss, 4),
         "heldout_chain": acceptance,
+        # the learning curve: held-out tau estimate (greedy chain) against this run's window tokens so far
+        "tau_by_training_tokens": [[step * config.batch_size * config.seq_len, entry[0]["tau"]]
+                                   for step, _, *entry in result.history if entry],
         "train_seconds": round(result.train_seconds, 1),
         "train_config": asdict(config),
         "machine": machine_label(),
@@ -139,6 +179,11 @@ def export_eagle(recipe: EagleRecipe, eagle: EagleModel, result: TrainResult, ac
 
 def eagle_card_markdown(card: dict, out: Path) -> str:
     chain, eagle, train_config = card["heldout_chain"], card["eagle"], card["train_config"]
+    start = card.get("started_from")
+    curve = card.get("tau_by_training_tokens") or []
+    curve_text = "" if not curve else (
+        "\nHeld-out tau estimate by tokens trained on in this run (window positions; the learning curve):\n\n"
+        "| tokens | tau |\n|---|---|\n" + "\n".join(f"| {tokens:,} | {tau} |" for tokens, tau in curve) + "\n")
     rows = "\n".join(f"| {j + 1} | {rate:.3f} | {top1:.3f} | {tried:,} |"
                      for j, (rate, top1, tried) in enumerate(zip(chain["acceptance"], chain["top1"], chain["rows_tried"])))
     facts = fact_table([
@@ -151,7 +196,8 @@ def eagle_card_markdown(card: dict, out: Path) -> str:
         ("data", f"{card['data']} (the target's own replies)"),
         ("objective", f"training-time test, {card['ttt_steps']} steps, CE weights 0.8^s; feature regression "
                       f"{card['feature_weight']}"),
-        ("steps", f"{card['steps']} (batch {train_config['batch_size']} x {train_config['seq_len']} positions)"),
+        ("steps", f"{card['steps']} (batch {train_config['batch_size']} x {train_config['seq_len']} positions)"
+                  + (f", after {start['steps']} steps of {start['path']} (`--init`)" if start else "")),
         ("held-out loss", card["heldout_loss"]),
         ("training time", f"{card['train_seconds'] / 60:.1f} min on {card['machine']}"),
         ("reproduce", f"`{card['command']}`"),
@@ -170,7 +216,7 @@ drafts per step {chain['expected_accepted']}, so tau ~ {chain['tau_estimate']} f
 | position | acceptance | top-1 | rows |
 |---|---|---|---|
 {rows}
-
+{curve_text}
 Use it (it attaches to the target's embedding and LM head, which the file does not hold):
 
 ```python

@@ -28,6 +28,7 @@ from specdiff.training.cards import machine_label, write_card
 from specdiff.training.distill import DistillDataset
 from specdiff.training.heads import HELDOUT_SEED, load_target
 from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
+from specdiff.vocab import frequent_tokens, write_draft_vocab
 
 
 def layer_list_name(model) -> str:
@@ -108,10 +109,26 @@ class SmallLMRecipe:
     layers: tuple[int, ...]
     train: TrainConfig
     command: str = ""
+    # rows of the reduced draft head written beside it (draft_vocab.json: the most frequent reply
+    # tokens; AutoregressiveDrafter drafts over them); 0: none, the whole head
+    draft_vocab: int = 8192
 
     def __post_init__(self):
         if not self.layers:
             raise ValueError("SmallLMRecipe.layers: name at least one of the target's layers to keep")
+        if self.draft_vocab < 0:
+            raise ValueError(f"SmallLMRecipe.draft_vocab must be >= 0 (0: the whole head), got {self.draft_vocab}")
+
+
+def reply_draft_vocab(data: str | Path, count: int, vocab_size: int) -> tuple[torch.Tensor, dict]:
+    """The `count` most frequent reply tokens of `data`'s train split, and what a card says of them:
+    their share of the held-out replies' tokens (an upper bound on what drafting only them keeps)."""
+    train_replies = [record.response_ids for record in DistillDataset(data, "train").records]
+    ids = frequent_tokens(train_replies, count, vocab_size)
+    heldout = np.concatenate([record.response_ids for record in DistillDataset(data, "heldout").records])
+    coverage = float(np.isin(heldout, ids.numpy()).mean()) if len(heldout) else None
+    return ids, {"source": f"the {len(ids)} most frequent reply tokens of {data} (train split)",
+                 "heldout_coverage": None if coverage is None else round(coverage, 4)}
 
 
 class ReplyWindows:
@@ -196,6 +213,12 @@ def export_trained(recipe: SmallLMRecipe, model, result: TrainResult, heldout_ag
     save_file(trained_state(model), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "derived.json").write_text(json.dumps({"base": recipe.target, "shared": shared_parameter_names(model)},
                                                  indent=1))
+    draft_vocab = None
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    if 0 < recipe.draft_vocab < vocab_size:
+        ids, draft_vocab = reply_draft_vocab(recipe.data, recipe.draft_vocab, vocab_size)
+        write_draft_vocab(out, ids, draft_vocab)
+        draft_vocab = {"size": len(ids), **draft_vocab}
     card = {
         "name": recipe.name,
         "description": f"Small causal LM for {recipe.target}: its decoder layers {list(recipe.layers)} over its "
@@ -214,12 +237,21 @@ def export_trained(recipe: SmallLMRecipe, model, result: TrainResult, heldout_ag
         "train_config": asdict(config),
         "machine": machine_label(),
         "command": recipe.command,
+        "draft_vocab": draft_vocab,
         "default_method": "ar",
         "stored_dtype": "float16",
         "source": f"cut from {recipe.target} and distilled here on its replies (`specdiff train small-lm`)",
     }
     write_card(out, card, _card_markdown(card))
     return out
+
+
+def _draft_vocab_line(about: dict | None) -> str:
+    if not about:
+        return "none: it drafts over the whole head"
+    return (f"`draft_vocab.json`: {about['size']:,} tokens ({about['source']}; {about['heldout_coverage']:.1%} of "
+            "held-out reply tokens); `AutoregressiveDrafter` computes only those head rows "
+            "(`draft_vocab=None`: all). HF assisted generation ignores the file")
 
 
 def _card_markdown(card: dict) -> str:
@@ -237,6 +269,7 @@ def _card_markdown(card: dict) -> str:
 | held-out loss (reply tokens) | {card['heldout_loss']} |
 | held-out top-1 agreement with the base's reply tokens | {card['heldout_top1_agreement']} |
 | training time | {card['train_seconds'] / 60:.1f} min on {card['machine']} |
+| reduced draft head | {_draft_vocab_line(card.get('draft_vocab'))} |
 | reproduce | `{card['command']}` |
 
 Only the trained weights are stored; the zoo completes them with the base's embedding on first use:

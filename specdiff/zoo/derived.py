@@ -32,8 +32,12 @@ def _cache_root() -> Path:
 
 
 def _fingerprint(directory: Path) -> str:
-    """Names the completed copy after what it is made of: the stored weights and the recipe file."""
+    """Names the completed copy after what it is made of: the stored weights and every other file (recipe,
+    config, draft vocabulary...), so a changed file makes a new copy."""
     digest = hashlib.sha256((directory / DERIVED).read_bytes())
+    for item in sorted(directory.iterdir()):
+        if item.is_file() and item.name not in (WEIGHTS, DERIVED):
+            digest.update(item.name.encode() + b"\0" + item.read_bytes())
     weights = directory / WEIGHTS
     digest.update(str(weights.stat().st_size).encode())
     with open(weights, "rb") as handle:
