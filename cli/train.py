@@ -118,7 +118,11 @@ def train_diffusion_drafter(stage, examples, work_dir, out_dir, steps):
               help="The heads go to OUT_DIR/<name> [default: inside the package for the zoo target; "
                    "required for any other target, whose heads are named <target dir>-heads].")
 @_steps
-def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra, examples, work_dir, out_dir, steps):
+@click.option("--draft-vocab", type=click.IntRange(min=0), default=None,
+              help="With --data: tokens of the reduced draft head written beside the heads (draft_vocab.json: the "
+                   "most frequent reply tokens; the heads project onto them only); 0: none [default: 8192].")
+def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra, examples, work_dir, out_dir, steps,
+                draft_vocab):
     """Train Medusa-style heads on a frozen target (Medusa-1 loss) and export them with a model card.
 
     \b
@@ -137,8 +141,10 @@ def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra,
         labels, data_dir = labels or "distill", str(data_dir)
         recipe = replace(recipe, command=f"{recipe.command} --data {data_dir}")
     sizes = {name: value for name, value in (("batch_size", batch_size), ("seq_len", seq_len)) if value is not None}
+    if draft_vocab is not None:
+        recipe = replace(recipe, command=f"{recipe.command} --draft-vocab {draft_vocab}")
     given = dict(labels=labels, data=data_dir, num_heads=num_heads, conditioned=hydra, examples=examples,
-                 train=replace(recipe.train, **sizes) if sizes else None)
+                 train=replace(recipe.train, **sizes) if sizes else None, draft_vocab=draft_vocab)
     try:
         recipe = replace(recipe, **{name: value for name, value in given.items() if value is not None})
     except ValueError as error:

@@ -15,6 +15,12 @@ logit soft-capping, models whose attention bypasses transformers' `AttentionInte
 full-attention layers takes the model's own causal mask, as `generate` does (the causal path), and
 anything else gets a float mask over every visible key (the additive path). `last_path` and
 `path_counts` say which one ran.
+
+Row padding (`RowPadding`, on for the verifier and the AR drafter in fp32 on a CPU): BLAS kernels are
+not monotonic in the row count (fp32 MKL, SmolLM2's LM head: 16 / 43 / 82 / 31 ms for 1 / 2 / 3 / 4 rows;
+its whole forward: ~79 / 126 / 142 / 103 ms),
+so a forward of Q rows may feed a few more, by measured time. Padding rows sit after the real ones,
+see the cache and themselves, are seen by no real row, and leave the cache right after the forward.
 """
 
 from __future__ import annotations
@@ -52,15 +58,65 @@ class ForwardOutput:
     path: str
 
 
+class RowPadding:
+    """How many rows a forward of Q rows feeds: the cheapest of Q..Q + `max_pad` by measured time.
+
+    Every forward's model time is booked under the rows it fed (an exponential average, `decay`, as
+    the context grows); each candidate is fed `tries` times before the cheapest is chosen, and the
+    first untried candidate is fed whenever one remains; every `revisit`-th choice feeds the least
+    measured candidate, so an early slow measurement does not stick. Forwards of more than `up_to`
+    rows (prefills) are fed as they are. `fixed` pads by exactly that many rows (tests). Padding
+    changes which kernels run, not what is computed for the real rows (up to float rounding, as
+    between any two row counts)."""
+
+    def __init__(self, max_pad: int = 3, decay: float = 0.8, tries: int = 2, revisit: int = 32, up_to: int = 16,
+                 fixed: int | None = None):
+        if max_pad < 0 or tries < 1 or revisit < 1 or not 0 <= decay < 1 or (fixed is not None and fixed < 0):
+            raise ValueError(f"need max_pad >= 0, tries >= 1, revisit >= 1, 0 <= decay < 1, fixed >= 0; got "
+                             f"{max_pad}, {tries}, {revisit}, {decay}, {fixed}")
+        self.max_pad, self.decay, self.tries, self.revisit, self.up_to = max_pad, decay, tries, revisit, up_to
+        self.fixed = fixed
+        self.seconds: dict[int, float] = {}  # rows fed -> average model time
+        self.counts: Counter[int] = Counter()
+        self.choices = 0
+
+    def rows(self, Q: int) -> int:
+        if self.fixed is not None:
+            return Q + self.fixed
+        if Q > self.up_to:
+            return Q
+        self.choices += 1
+        candidates = range(Q, Q + self.max_pad + 1)
+        untried = [rows for rows in candidates if self.counts[rows] < self.tries]
+        if untried:
+            return untried[0]
+        if self.choices % self.revisit == 0:
+            return min(candidates, key=self.counts.__getitem__)
+        return min(candidates, key=self.seconds.__getitem__)
+
+    def book(self, rows: int, seconds: float) -> None:
+        before = self.seconds.get(rows)
+        self.seconds[rows] = seconds if before is None else self.decay * before + (1 - self.decay) * seconds
+        self.counts[rows] += 1
+
+
 class CachedLM:
     """An unmodified Hugging Face causal LM with a prefix KV cache of `ids` and pending rows after it."""
 
     def __init__(self, model, tree_attention_path: bool = True, causal_chains: bool = True,
-                 head_rows: torch.Tensor | None = None):
+                 head_rows: torch.Tensor | None = None, row_padding: RowPadding | str | None = None):
         """head_rows [N]: token ids; logits then cover only those columns, [Q, N] (`hf_compat.RowsHead`:
-        the base model's output times those rows of the LM head), for drafters with a reduced vocabulary."""
+        the base model's output times those rows of the LM head), for drafters with a reduced vocabulary.
+        row_padding: a `RowPadding`, "auto" (one in fp32 on a CPU, none elsewhere: on a GPU rows are
+        ~free, and bf16 on a CPU cost rose with every row where measured) or None; it pads only models
+        whose every layer attends to the whole context."""
         hf_compat.check_supported(model)
         self.model = model
+        if row_padding == "auto":  # fp32 on a CPU: MKL's 2- and 3-row kernels (in bf16 rows cost monotonically)
+            row_padding = RowPadding() if self.device.type == "cpu" and self.dtype == torch.float32 else None
+        elif isinstance(row_padding, str):
+            raise ValueError(f"row_padding must be a RowPadding, 'auto' or None, got {row_padding!r}")
+        self.row_padding = row_padding
         self.head = None
         if head_rows is not None:
             self.head = hf_compat.RowsHead(model, head_rows)
@@ -159,8 +215,7 @@ class CachedLM:
             raise ValueError(f"forward: {Q} ids need positions [{Q}] and visible [{Q}, {self.pending + Q}]")
         if inputs_embeds is not None and inputs_embeds.shape[0] != Q:
             raise ValueError(f"forward: {Q} ids but inputs_embeds for {inputs_embeds.shape[0]} rows")
-        mask, path = self._mask(positions, visible)
-        run = self._run(ids, positions, mask, path, hidden_layers, inputs_embeds)
+        run = self._run_padded(ids, positions, visible, hidden_layers, inputs_embeds)
         if visible is None:
             self.ids.extend(ids.tolist())
             hf_compat.trim_to_window(self.cache)
@@ -170,6 +225,44 @@ class CachedLM:
             torch.cuda.synchronize(self.device)
         self.forward_seconds += time.perf_counter() - clock
         return run
+
+    def _run_padded(self, ids, positions, visible, hidden_layers, inputs_embeds) -> ForwardOutput:
+        """The model's forward of `ids` [Q], plus the padding rows `row_padding` asks for, which leave
+        the cache at once; the outputs are the real rows'. Pads after a chain continue it (the causal
+        path stays available); pads after a tree repeat its last row's position and see only themselves."""
+        Q = len(ids)
+        pad = 0
+        if self.row_padding is not None and hf_compat.full_attention_only(self.cache):
+            pad = self.row_padding.rows(Q) - Q
+        chain = visible is None or self._causal_continuation(positions, visible)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if pad and chain and limit is not None and int(positions[-1]) + pad >= limit:
+            pad = 0  # learned positions end there
+        if pad:
+            ids = torch.cat([ids, ids[-1:].expand(pad)])
+            if inputs_embeds is not None:
+                inputs_embeds = torch.cat([inputs_embeds, inputs_embeds[-1:].expand(pad, -1)])
+            if chain:
+                positions = torch.arange(int(positions[0]), int(positions[0]) + Q + pad)
+                visible = None if visible is None else torch.ones(Q + pad, Q + pad, dtype=torch.bool).tril()
+            else:
+                positions = torch.cat([positions, positions[-1:].expand(pad)])
+                P = self.pending
+                visible = torch.cat([
+                    torch.cat([visible, visible.new_zeros(Q, pad)], dim=1),
+                    torch.cat([visible.new_zeros(pad, P + Q), torch.eye(pad, dtype=torch.bool, device=visible.device)],
+                              dim=1)])
+        mask, path = self._mask(positions, visible)
+        clock = time.perf_counter()
+        run = self._run(ids, positions, mask, path, hidden_layers, inputs_embeds)
+        if self.row_padding is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.row_padding.book(Q + pad, time.perf_counter() - clock)
+        if not pad:
+            return run
+        hf_compat.drop_last(self.cache, pad)
+        return ForwardOutput(run.logits[:Q], None if run.hidden is None else run.hidden[:, :Q], run.path)
 
     def _run(self, ids, positions, mask, path, hidden_layers, inputs_embeds=None) -> ForwardOutput:
         want_states = any(layer >= 0 for layer in hidden_layers)

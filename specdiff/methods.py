@@ -111,8 +111,9 @@ class PromptLookupMethod:
     # In half precision extra rows cost less (8 rows: 1.06x a 1-row step, against 1.19x in fp32) and
     # 1-grams ran ~5% faster (benchmarks/lookup_variants.py; BENCHMARKS.md).
     min_ngram: int | None = None
-    # Trie or most-recent-match chain, whichever gives more tokens per second on this machine
-    # (drafters.lookup.ShapeChooser): extra rows are free on a GPU and cost ~9x in emulated bf16.
+    # The draft's shape by measured tokens per second on this machine (drafters.lookup.ShapeChooser):
+    # trie or most recent match, how deep, or no draft; extra rows are free on a GPU, cost ~2x for 11
+    # rows in fp32 on a CPU and from ~1.3x to ~5x in emulated bf16, by host.
     measure_shape: bool = False
     default_drafter: str | None = None
 
@@ -489,8 +490,8 @@ register(TiDARMethod("tidar-opt-tree", "TiDAR model, OPT-Tree of 8 nodes over it
 register(TiDARMethod("tidar-lean", "TiDAR model, blocks of 4, pre-drafted only for 0 or 1 accepted drafts "
                      "(12 query rows instead of 20: for hardware where every row costs)", block_size=4, max_blocks=2))
 register(PromptLookupMethod("lookup", "prompt lookup: n-gram matches in the context (3 down to 2 in fp32, to 1 in "
-                            "half precision) as a trie (10 deep, 4 branches), or the most recent match alone where "
-                            "that measures faster on this machine", measure_shape=True))
+                            "half precision); the draft's shape (up to 4 matches as a trie or the most recent alone, "
+                            "1 to 10 deep, or none) by measured tokens per second on this machine", measure_shape=True))
 register(PromptLookupMethod("lookup-trie", "prompt lookup as `lookup`, always the trie (10 deep, 4 branches)"))
 register(PromptLookupMethod("lookup-chain", "prompt lookup, the most recent match only (3-gram down to 2 in fp32, "
                             "to 1 in half precision): a chain (10 deep), as HF's prompt lookup drafts", max_branches=1))

@@ -72,18 +72,23 @@ def draft_vocab_for(model, draft_vocab="auto") -> torch.Tensor | None:
     """The reduced vocabulary a drafter model drafts over: "auto" reads `draft_vocab.json` from the
     directory it was loaded from (`model.name_or_path`; None when there is none), None keeps the whole
     head, a sequence gives the ids. Returns sorted distinct ids, or None for the whole vocabulary."""
+    name = getattr(model, "name_or_path", "") or ""
+    return resolve_draft_vocab(draft_vocab, name or None, model.get_output_embeddings().weight.shape[0])
+
+
+def resolve_draft_vocab(draft_vocab, directory: str | Path | None, size: int) -> torch.Tensor | None:
+    """`draft_vocab` ("auto": `draft_vocab.json` in `directory`, if any; None: the whole head; or ids)
+    checked against a head of `size` rows: sorted distinct ids, or None for the whole vocabulary."""
     if isinstance(draft_vocab, str):
         if draft_vocab != "auto":
             raise ValueError(f"draft_vocab must be 'auto', None or a sequence of token ids, got {draft_vocab!r}")
-        name = getattr(model, "name_or_path", "") or ""
-        ids = read_draft_vocab(name) if name and Path(name).is_dir() else None
+        ids = read_draft_vocab(directory) if directory and Path(directory).is_dir() else None
     elif draft_vocab is None:
         return None
     else:
         ids = torch.as_tensor(list(draft_vocab) if not torch.is_tensor(draft_vocab) else draft_vocab, dtype=torch.long)
     if ids is None:
         return None
-    size = model.get_output_embeddings().weight.shape[0]
     ids = ids.unique()  # sorted
     if ids.dim() != 1 or len(ids) == 0 or ids.min() < 0 or ids.max() >= size:
         raise ValueError(f"draft_vocab must be token ids in [0, {size}) (the drafter's LM head rows), got "

@@ -18,13 +18,17 @@ from specdiff.drafters import HeadsConfig, HeadsDrafter, MedusaHeads
 from specdiff.training.diffusion import greedy_continuations
 from specdiff.training.heads import (IGNORE, HeadsObjective, HeadsRecipe, export_heads, following_tokens,
                                      head_accuracy, head_labels)
-from specdiff.training.loop import TrainConfig, evaluate, train
+from specdiff.training.loop import TrainConfig, TrainResult, evaluate, train
 from specdiff.trees import Chain, OptTree, StaticTree
 from specdiff.verifiers import HFVerifier
 from test_cli import assert_clean_failure, invoke, tiny_models  # noqa: F401  (session fixture)
 from test_sampling import P_VALUE
 from test_sampling_e2e import PROMPT as SMALL_PROMPT
+from test_sampling_e2e import V as SMALL_V
 from test_sampling_e2e import first_tokens_pvalue, small_model
+from specdiff.vocab import write_draft_vocab
+
+EVERY_THIRD = torch.arange(0, tiny.VOCAB, 3)  # a reduced draft vocabulary for the tiny targets
 
 NEW_TOKENS = 24
 
@@ -230,10 +234,41 @@ def target(request):
 @pytest.mark.parametrize("tree", TREES)
 def test_greedy_equals_generate(target, tree):
     model, prompt, expected = target
-    for heads in (MedusaHeads.for_target(model), random_heads(model), random_heads(model, conditioned=True)):
-        result = SpecDiff(model, HeadsDrafter(heads, model, top_k=3), tree=TREES[tree]).generate(
+    for heads, vocab in ((MedusaHeads.for_target(model), None), (random_heads(model), None),
+                         (random_heads(model, conditioned=True), None), (random_heads(model), EVERY_THIRD),
+                         (random_heads(model, conditioned=True), EVERY_THIRD)):
+        result = SpecDiff(model, HeadsDrafter(heads, model, top_k=3, draft_vocab=vocab), tree=TREES[tree]).generate(
             prompt, max_new_tokens=NEW_TOKENS)
         assert result.token_ids == expected
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_a_reduced_draft_vocabulary_projects_onto_its_rows_only(conditioned):
+    model = tiny.build("qwen3")
+    heads = random_heads(model, conditioned=conditioned)
+    drafter = HeadsDrafter(heads, model, top_k=3, draft_vocab=EVERY_THIRD)
+    hidden = torch.randn(64)
+    tokens = torch.tensor([5, 6, 7, 8])
+    with torch.no_grad():
+        full = heads(hidden, tokens if conditioned else None)  # [k, V]
+        reduced = heads(hidden, tokens if conditioned else None, rows=drafter._rows)  # [k, N]
+        scattered = drafter._full(reduced)
+    torch.testing.assert_close(reduced, full[:, EVERY_THIRD])  # the same columns of the same product
+    outside = torch.ones(tiny.VOCAB, dtype=torch.bool)
+    outside[EVERY_THIRD] = False
+    assert bool(torch.isinf(scattered[:, outside]).all()) and torch.equal(scattered[:, EVERY_THIRD], reduced)
+    seen = []
+    propose = drafter.propose
+    drafter.propose = lambda ctx: seen.append(propose(ctx)) or seen[-1]
+    prompt = tiny.repetitive_prompt()
+    result = SpecDiff(model, drafter, tree=OptTree(node_budget=8)).generate(prompt, max_new_tokens=NEW_TOKENS)
+    assert result.token_ids == tiny.reference(model, prompt, NEW_TOKENS)
+    lattices = [lattice for lattice in seen if lattice.candidates.numel()]
+    assert lattices and all(set(lattice.candidates.flatten().tolist()) <= set(EVERY_THIRD.tolist())
+                            for lattice in lattices)
+    assert all(float(lattice.dists[:, outside].sum()) == 0 for lattice in lattices)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 256\)"):
+        HeadsDrafter(heads, model, draft_vocab=[0, 300])
 
 
 def test_greedy_with_a_repetition_penalty_equals_generate():
@@ -261,7 +296,9 @@ SAMPLED = {
     "chain": (Chain(), False, dict(temperature=1.0, top_k=0)),
     "opt-tree-warped": (OptTree(node_budget=4), False, dict(temperature=0.8, top_k=5, repetition_penalty=1.2)),
     "static-hydra": (StaticTree.from_widths((2, 2)), True, dict(temperature=1.0, top_k=0)),
+    "opt-tree-reduced-vocab": (OptTree(node_budget=4), False, dict(temperature=1.0, top_k=0)),
 }
+REDUCED = [i for i in range(SMALL_V) if i % 3]  # the sampled case's draft vocabulary: 2 of every 3 tokens
 
 
 @pytest.mark.parametrize("case", SAMPLED)
@@ -269,7 +306,8 @@ def test_sampled_runs_follow_the_target(case):
     tree, conditioned, options = SAMPLED[case]
     model = small_model(0)
     heads = random_heads(model, num_heads=2, conditioned=conditioned, std=1.0)
-    spec = SpecDiff(model, HeadsDrafter(heads, model, top_k=2), tree=tree)
+    vocab = REDUCED if case.endswith("reduced-vocab") else None
+    spec = SpecDiff(model, HeadsDrafter(heads, model, top_k=2, draft_vocab=vocab), tree=tree)
     assert first_tokens_pvalue(spec, model, 3, 200, options) > P_VALUE
     accepted = [n for seed in range(20)
                 for n in spec.generate(SMALL_PROMPT, max_new_tokens=6, seed=seed, **options).stats.accepted_lengths]
@@ -332,6 +370,34 @@ def test_self_distillation_rows_and_the_model_card(tmp_path):
     assert card["steps"] == 30 and len(card["head_accuracy"]["top1"]) == 2 and card["labels"] == "target"
     assert "| 1 | 3 |" in (out / "README.md").read_text()  # head 1 predicts 3 positions after its state's token
     assert MedusaHeads.from_pretrained(out).config == heads.config
+
+
+def test_distilled_heads_ship_a_reduced_draft_head(tmp_path):
+    from test_eagle import write_distill_dir
+
+    target = tiny.build("llama")
+    prompts = periodic_stream(96).reshape(12, 8).tolist()
+    responses = [tiny.reference(target, torch.tensor([p]), 8) for p in prompts]
+    data = write_distill_dir(tmp_path / "data", prompts, responses)
+    heads = random_heads(target, num_heads=2)
+    config = TrainConfig(steps=1, batch_size=2, seq_len=16, warmup_steps=0)
+    recipe = HeadsRecipe("tiny-heads", "heads for a tiny target", "tiny", config, num_heads=2, labels="distill",
+                         data=str(data), draft_vocab=16, command="pytest")
+    result = TrainResult(step=1, eval_loss=1.0, tokens_seen=32, train_seconds=0.1)
+    accuracy = {"labels_per_head": 1, "top1": [0.5, 0.5], "top5": [0.5, 0.5]}
+    out = export_heads(recipe, heads, result, accuracy, config, tmp_path / "tiny-heads")
+    card = json.loads((out / "card.json").read_text())
+    replies = {token for response in responses for token in response}
+    ids = json.loads((out / "draft_vocab.json").read_text())["ids"]
+    assert card["draft_vocab"]["size"] == len(ids) == 16 and len(replies) <= 16 and replies <= set(ids)
+    assert "`draft_vocab.json`: 16 tokens" in (out / "README.md").read_text()
+    drafter = HeadsDrafter.from_pretrained(out, target)  # "auto": the file beside the heads
+    assert drafter.draft_vocab.tolist() == ids
+    assert HeadsDrafter.from_pretrained(out, target, draft_vocab=None).draft_vocab is None
+    prompt = tiny.repetitive_prompt()
+    assert SpecDiff(target, drafter).generate(prompt, NEW_TOKENS).token_ids == tiny.reference(target, prompt, NEW_TOKENS)
+    with pytest.raises(ValueError, match="draft_vocab must be >= 0"):
+        HeadsRecipe("x", "", "t", config, labels="distill", data=str(data), draft_vocab=-1)
 
 
 def test_recipe_validation():

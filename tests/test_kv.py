@@ -9,7 +9,7 @@ import torch
 import tiny
 from specdiff import SpecDiff, hf_compat
 from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
-from specdiff.kv import ADDITIVE_PATH, CAUSAL_PATH, TREE_PATH, CachedLM
+from specdiff.kv import ADDITIVE_PATH, CAUSAL_PATH, TREE_PATH, CachedLM, RowPadding
 from specdiff.masks import query_parents, query_positions
 from specdiff.types import DraftTree, ancestor_mask
 
@@ -140,6 +140,79 @@ def test_greedy_equals_generate_on_both_paths():
     assert spec.generate(prompt, max_new_tokens=24).token_ids == expected
     assert spec.verifier.lm.path_counts[TREE_PATH] == 0 and spec.verifier.lm.path_counts[ADDITIVE_PATH] > 0
 
+
+
+# --- row padding ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen3", "opt", "phi", "gemma3_text", "gpt_neox", "granite"])
+def test_padded_forwards_give_the_real_rows_outputs(model_type):
+    """Padding rows change which kernels run, not the real rows' outputs: a causal prefix, a branching
+    tree over it, a second pending block that sees the first, compaction, then a chain, each with 3
+    padding rows, equal the unpadded engine's to 1e-5, and the cache holds the same rows after each."""
+    model = tiny.build(model_type)
+    prefix = tiny.repetitive_prompt(9)[0].tolist()
+    runs = []
+    for padding in (None, RowPadding(fixed=3)):
+        lm = CachedLM(model, row_padding=padding)
+        outs = [lm.forward(prefix, hidden_layers=(-1, 1))]
+        ids = torch.cat([torch.tensor([3]), BRANCHING.tokens])
+        outs.append(lm.forward(ids, query_positions(BRANCHING.parents, len(prefix)),
+                               ancestor_mask(query_parents(BRANCHING.parents)), hidden_layers=(-1, 1)))
+        Q = len(ids)
+        visible = torch.zeros(2, Q + 2, dtype=torch.bool)
+        visible[:, [0, 1]] = True  # both see the tree's root and first child, and themselves
+        visible[0, Q], visible[1, Q + 1] = True, True
+        outs.append(lm.forward([20, 21], torch.tensor([len(prefix) + 2] * 2), visible, hidden_layers=(-1,)))
+        lengths = [hf_compat.cache_length(lm.cache), lm.pending]
+        lm.compact([0, 1, Q], [3, int(BRANCHING.tokens[0]), 20])
+        outs.append(lm.forward([5, 6], hidden_layers=(-1,)))  # a causal continuation
+        lengths += [hf_compat.cache_length(lm.cache), len(lm.ids)]
+        runs.append((outs, lengths))
+    (plain, plain_lengths), (padded, padded_lengths) = runs
+    assert plain_lengths == padded_lengths == [len(prefix) + Q + 2, Q + 2, len(prefix) + 5, len(prefix) + 5]
+    for a, b in zip(plain, padded):
+        assert a.logits.shape == b.logits.shape and a.hidden.shape == b.hidden.shape
+        torch.testing.assert_close(a.logits.float(), b.logits.float(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.hidden.float(), b.hidden.float(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen2", "opt", "phi3", "stablelm"])
+def test_greedy_equals_generate_with_padded_forwards(model_type):
+    model = tiny.build(model_type)
+    prompt = tiny.repetitive_prompt()
+    expected = tiny.reference(model, prompt, 24)
+    for drafter in (PromptLookupDrafter(ngram=2, k=5), AutoregressiveDrafter(tiny.build("llama", seed=1), k=3, top_k=2)):
+        spec = SpecDiff(model, drafter)
+        spec.verifier.lm.row_padding = RowPadding(fixed=2)
+        if hasattr(drafter, "lm"):
+            drafter.lm.row_padding = RowPadding(fixed=1)
+        assert spec.generate(prompt, max_new_tokens=24).token_ids == expected
+        assert spec.verifier.lm.row_padding.counts  # every forward was padded and booked
+
+
+def test_row_padding_feeds_the_cheapest_measured_row_count():
+    padding = RowPadding(max_pad=3, tries=1)
+    assert [padding.rows(2) for _ in range(1)] == [2]  # nothing timed yet: the request itself first
+    for rows, seconds in ((2, 0.10), (3, 0.12), (4, 0.08)):
+        padding.book(rows, seconds)
+    assert padding.rows(2) == 5  # 5 rows untried
+    padding.book(5, 0.09)
+    assert padding.rows(2) == 4 and padding.rows(3) == 6  # 3 + 3 untried
+    padding.book(6, 0.3)
+    assert padding.rows(3) == 4 and padding.rows(1) == 1  # 1 row untried: fed as asked
+    padding.book(4, 0.2)  # the average moves: 0.8 * 0.08 + 0.2 * 0.2 = 0.104
+    assert padding.seconds[4] == pytest.approx(0.104) and padding.rows(2) == 5
+    assert RowPadding(fixed=2).rows(3) == 5 and RowPadding(up_to=4).rows(5) == 5  # a prefill: as it is
+    revisiting = RowPadding(max_pad=1, tries=1, revisit=3)
+    revisiting.book(2, 0.1), revisiting.book(3, 0.05), revisiting.book(3, 0.05)
+    assert [revisiting.rows(2) for _ in range(3)] == [3, 3, 2]  # the third re-measures the least measured
+    with pytest.raises(ValueError, match="max_pad >= 0"):
+        RowPadding(max_pad=-1)
+    with pytest.raises(ValueError, match="row_padding must be"):
+        CachedLM(tiny.build("llama"), row_padding="always")
+    assert CachedLM(tiny.build("llama"), row_padding="auto").row_padding is not None  # fp32 on a CPU
+    assert CachedLM(tiny.build("llama").to(torch.bfloat16), row_padding="auto").row_padding is None
 
 # --- one engine, used everywhere ---------------------------------------------------------------------
 

@@ -92,7 +92,7 @@ CASES = {
              dict(temperature=1.0, top_k=0, no_repeat_ngram_size=2)),
     "lookup": (lambda target: PromptLookupDrafter(ngram=1, k=2, max_branches=2), 2, 150,
                dict(temperature=1.0, top_k=0)),
-    # the shape (trie or chain) follows the wall clock; what is accepted must not
+    # the shape (matches, depth, or none) follows the wall clock; what is accepted must not
     "lookup-measured": (lambda target: PromptLookupDrafter(ngram=1, k=2, max_branches=2, measure_shape=True), 2, 150,
                         dict(temperature=1.0, top_k=0)),
     "self": (lambda target: AutoregressiveDrafter(target, k=2), 3, 150, dict(temperature=0.9, top_k=0)),

@@ -21,3 +21,12 @@ def write_card(out: Path, card: dict, markdown: str) -> None:
 def fact_table(rows: list[tuple[str, object]]) -> str:
     """A model card's two-column Markdown table, one (label, value) per row."""
     return "| | |\n|---|---|\n" + "\n".join(f"| {label} | {value} |" for label, value in rows)
+
+
+def draft_vocab_line(about: dict | None, drafter: str, note: str = "") -> str:
+    """A card's line on the reduced draft head written beside a drafter (`draft_vocab.json`), or None."""
+    if not about:
+        return "none: it drafts over the whole head"
+    coverage = "" if about.get("heldout_coverage") is None else f"; {about['heldout_coverage']:.1%} of held-out reply tokens"
+    return (f"`draft_vocab.json`: {about['size']:,} tokens ({about['source']}{coverage}); `{drafter}` computes only "
+            f"those head rows (`draft_vocab=None`: all)" + (f". {note}" if note else ""))

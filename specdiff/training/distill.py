@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from specdiff import hf_compat
 from specdiff.sampling import SamplingSettings
 from specdiff.training.prompt_sources import Prompt, build_prompts
+from specdiff.vocab import frequent_tokens
 
 PLAN_FILE = "plan.jsonl.gz"
 MANIFEST_FILE = "manifest.json"
@@ -466,3 +467,15 @@ def teacher_hidden_states(model, ids: Sequence[Sequence[int]], layers: Sequence[
         for row, i in enumerate(chunk):
             result[i] = stacked[row, : len(ids[i])].cpu()
     return result
+
+
+def reply_draft_vocab(data: str | Path, count: int, vocab_size: int) -> tuple[torch.Tensor, dict]:
+    """The `count` most frequent reply tokens of `data`'s train split, and what a card says of them:
+    their share of the held-out replies' tokens (an upper bound on what drafting only them keeps)."""
+    train_replies = [record.response_ids for record in DistillDataset(data, "train").records]
+    ids = frequent_tokens(train_replies, count, vocab_size)
+    heldout = [record.response_ids for record in DistillDataset(data, "heldout").records]
+    heldout = np.concatenate(heldout) if heldout else np.zeros(0, dtype=np.int64)  # none: a tiny data set
+    coverage = float(np.isin(heldout, ids.numpy()).mean()) if len(heldout) else None
+    return ids, {"source": f"the {len(ids)} most frequent reply tokens of {data} (train split)",
+                 "heldout_coverage": None if coverage is None else round(coverage, 4)}

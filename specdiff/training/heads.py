@@ -21,12 +21,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from specdiff.training.cards import machine_label, write_card
+from specdiff.training.cards import draft_vocab_line, machine_label, write_card
 from specdiff import hf_compat
 from specdiff.drafters.heads import MedusaHeads
 from specdiff.training.data import WindowSampler, encode_files
 from specdiff.training.diffusion import RowSampler, greedy_continuations
+from specdiff.training.distill import reply_draft_vocab
 from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
+from specdiff.vocab import write_draft_vocab
 
 IGNORE = -100  # cross_entropy's ignore_index
 HELDOUT_SEED = 12345
@@ -140,10 +142,15 @@ class HeadsRecipe:
     heldout_examples: int = 64
     data: str | None = None  # labels "distill": the `specdiff train data` directory
     command: str = ""
+    # labels "distill": rows of the reduced draft head written beside the heads (draft_vocab.json: the
+    # most frequent reply tokens; HeadsDrafter projects onto them only); 0: none, the whole head
+    draft_vocab: int = 8192
 
     def __post_init__(self):
         if self.labels not in LABELS:
             raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
+        if self.draft_vocab < 0:
+            raise ValueError(f"HeadsRecipe.draft_vocab must be >= 0 (0: the whole head), got {self.draft_vocab}")
         for name in ("num_heads", "num_layers", "prompt_tokens", "continuation_tokens", "examples", "heldout_examples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"HeadsRecipe.{name} must be >= 1, got {getattr(self, name)}")
@@ -229,8 +236,14 @@ def run_heads_recipe(recipe: HeadsRecipe, work_dir: Path, steps: int | None, out
 
 def export_heads(recipe: HeadsRecipe, heads: MedusaHeads, result: TrainResult, accuracy: dict,
                  config: TrainConfig, out: Path) -> Path:
-    """The heads (config.json + model.safetensors) and their model card (card.json, README.md)."""
+    """The heads (config.json + model.safetensors), with distilled data the reduced draft head
+    (draft_vocab.json), and their model card (card.json, README.md)."""
     heads.save_pretrained(out)
+    draft_vocab = None
+    if recipe.labels == "distill" and 0 < recipe.draft_vocab < heads.config.vocab_size:
+        ids, draft_vocab = reply_draft_vocab(recipe.data, recipe.draft_vocab, heads.config.vocab_size)
+        write_draft_vocab(out, ids, draft_vocab)
+        draft_vocab = {"size": len(ids), **draft_vocab}
     card = {
         "name": recipe.name,
         "description": recipe.description,
@@ -248,6 +261,7 @@ def export_heads(recipe: HeadsRecipe, heads: MedusaHeads, result: TrainResult, a
         "tokens_seen": result.tokens_seen,
         "heldout_loss": round(result.eval_loss, 4),
         "head_accuracy": accuracy,
+        "draft_vocab": draft_vocab,
         "train_seconds": round(result.train_seconds, 1),
         "train_config": asdict(config),
         "machine": machine_label(),
@@ -287,6 +301,7 @@ def heads_card_markdown(card: dict, loading_code: str) -> str:
 | labels | {card['labels']}: {card['data']} |
 | steps | {card['steps']} (batch {card['train_config']['batch_size']} x {card['train_config']['seq_len']} tokens) |
 | held-out loss (sum of 0.8^k-weighted head cross-entropies) | {card['heldout_loss']} |
+| reduced draft head | {draft_vocab_line(card.get('draft_vocab'), 'HeadsDrafter')} |
 | training time | {card['train_seconds'] / 60:.1f} min on {card['machine']} |
 | reproduce | `{card['command']}` |
 

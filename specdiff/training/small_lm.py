@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from specdiff.training.cards import machine_label, write_card
-from specdiff.training.distill import DistillDataset
+from specdiff.training.cards import draft_vocab_line, machine_label, write_card
+from specdiff.training.distill import DistillDataset, reply_draft_vocab
 from specdiff.training.heads import HELDOUT_SEED, load_target
 from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
-from specdiff.vocab import frequent_tokens, write_draft_vocab
+from specdiff.vocab import write_draft_vocab
 
 
 def layer_list_name(model) -> str:
@@ -118,17 +118,6 @@ class SmallLMRecipe:
             raise ValueError("SmallLMRecipe.layers: name at least one of the target's layers to keep")
         if self.draft_vocab < 0:
             raise ValueError(f"SmallLMRecipe.draft_vocab must be >= 0 (0: the whole head), got {self.draft_vocab}")
-
-
-def reply_draft_vocab(data: str | Path, count: int, vocab_size: int) -> tuple[torch.Tensor, dict]:
-    """The `count` most frequent reply tokens of `data`'s train split, and what a card says of them:
-    their share of the held-out replies' tokens (an upper bound on what drafting only them keeps)."""
-    train_replies = [record.response_ids for record in DistillDataset(data, "train").records]
-    ids = frequent_tokens(train_replies, count, vocab_size)
-    heldout = np.concatenate([record.response_ids for record in DistillDataset(data, "heldout").records])
-    coverage = float(np.isin(heldout, ids.numpy()).mean()) if len(heldout) else None
-    return ids, {"source": f"the {len(ids)} most frequent reply tokens of {data} (train split)",
-                 "heldout_coverage": None if coverage is None else round(coverage, 4)}
 
 
 class ReplyWindows:
@@ -246,14 +235,6 @@ def export_trained(recipe: SmallLMRecipe, model, result: TrainResult, heldout_ag
     return out
 
 
-def _draft_vocab_line(about: dict | None) -> str:
-    if not about:
-        return "none: it drafts over the whole head"
-    return (f"`draft_vocab.json`: {about['size']:,} tokens ({about['source']}; {about['heldout_coverage']:.1%} of "
-            "held-out reply tokens); `AutoregressiveDrafter` computes only those head rows "
-            "(`draft_vocab=None`: all). HF assisted generation ignores the file")
-
-
 def _card_markdown(card: dict) -> str:
     return f"""# {card['name']}
 
@@ -269,7 +250,7 @@ def _card_markdown(card: dict) -> str:
 | held-out loss (reply tokens) | {card['heldout_loss']} |
 | held-out top-1 agreement with the base's reply tokens | {card['heldout_top1_agreement']} |
 | training time | {card['train_seconds'] / 60:.1f} min on {card['machine']} |
-| reduced draft head | {_draft_vocab_line(card.get('draft_vocab'))} |
+| reduced draft head | {draft_vocab_line(card.get('draft_vocab'), 'AutoregressiveDrafter', 'HF assisted generation ignores the file')} |
 | reproduce | `{card['command']}` |
 
 Only the trained weights are stored; the zoo completes them with the base's embedding on first use:
