@@ -10,7 +10,7 @@ from specdiff.kv import CachedLM
 from specdiff.sampling import SamplingSettings, sample_token
 from specdiff.processing import process_paths
 from specdiff.types import DraftTree, ProposalKind, ancestor_mask, path_to, tree_depths
-from specdiff.vocab import draft_vocab_for, shared_vocab_size
+from specdiff.vocab import draft_vocab_for, shared_vocab_size, to_full_vocab
 
 
 class AutoregressiveDrafter:
@@ -74,9 +74,7 @@ class AutoregressiveDrafter:
         """[Q, V] float logits over the shared vocabulary; -inf outside a reduced draft vocabulary."""
         if self.draft_vocab is None:
             return out.logits[:, : self.shared_vocab].float()
-        full = out.logits.new_full((out.logits.shape[0], self.shared_vocab), float("-inf"), dtype=torch.float32)
-        full[:, self._ids] = out.logits[:, self._kept].float()
-        return full
+        return to_full_vocab(out.logits[:, self._kept].float(), self._ids, self.shared_vocab)
 
     def _sync(self, token_ids: list[int]) -> torch.Tensor:
         """Cache all committed ids; return logits [V] after the last one."""

@@ -35,6 +35,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from specdiff.drafters.files import WEIGHTS_FILE, read_config, write_files
 from specdiff.masks import additive_mask
+from specdiff.vocab import to_full_vocab
 
 KIND = "specdiff-eagle"  # in config.json, so an EAGLE directory is never mistaken for a causal LM
 TRAIN_HINT = "train one for it with `specdiff train eagle --target PATH_OR_ZOO_NAME --data DIR --out-dir DIR`"
@@ -233,8 +234,7 @@ class EagleModel(torch.nn.Module):
         """Draft-vocabulary logits [..., N] -> target-vocabulary logits [..., V], -inf outside the subset."""
         if self.config.draft_vocab_size is None:
             return logits
-        full = logits.new_full((*logits.shape[:-1], self.config.vocab_size), float("-inf"))
-        return full.index_copy_(-1, self.draft_vocab, logits)
+        return to_full_vocab(logits, self.draft_vocab, self.config.vocab_size)
 
     def target_ids(self, draft_indices: torch.Tensor) -> torch.Tensor:
         """Draft-vocabulary indices [...] -> target ids [...]."""

@@ -31,7 +31,7 @@ from specdiff.drafters.base import DraftContext, DraftNeeds
 from specdiff.drafters.files import CONFIG_FILE, WEIGHTS_FILE, read_config
 from specdiff.processing import process_paths
 from specdiff.types import TokenLattice
-from specdiff.vocab import resolve_draft_vocab
+from specdiff.vocab import resolve_draft_vocab, to_full_vocab
 
 KIND = "specdiff-medusa-heads"  # in config.json, so a heads directory is never mistaken for a causal LM
 TRAIN_HINT = "train heads for it with `specdiff train heads --target PATH_OR_ZOO_NAME`"
@@ -261,9 +261,7 @@ class HeadsDrafter:
         """[..., N] logits over the draft vocabulary -> [..., V], -inf at every other token."""
         if self.draft_vocab is None:
             return logits
-        full = logits.new_full((*logits.shape[:-1], self.heads.config.vocab_size), float("-inf"))
-        full[..., self._ids] = logits
-        return full
+        return to_full_vocab(logits, self._ids, self.heads.config.vocab_size)
 
     @staticmethod
     def _dist(logits: torch.Tensor, ctx: DraftContext, drafted: list[int]) -> torch.Tensor:

@@ -17,10 +17,10 @@ anything else gets a float mask over every visible key (the additive path). `las
 `path_counts` say which one ran.
 
 Row padding (`RowPadding`, on for the verifier and the AR drafter in fp32 on a CPU): BLAS kernels are
-not monotonic in the row count (fp32 MKL, SmolLM2's LM head: 16 / 43 / 82 / 31 ms for 1 / 2 / 3 / 4 rows;
-its whole forward: ~79 / 126 / 142 / 103 ms),
-so a forward of Q rows may feed a few more, by measured time. Padding rows sit after the real ones,
-see the cache and themselves, are seen by no real row, and leave the cache right after the forward.
+not monotonic in the row count (fp32 MKL, SmolLM2's LM head: 16 / 43 / 82 / 31 ms for 1 / 2 / 3 / 4
+rows; its whole forward: ~79 / 126 / 142 / 103 ms), so a forward of Q rows may feed a few more, by
+measured time. Padding rows sit after the real ones, see the cache and themselves, are seen by no real
+row, and leave the cache right after the forward.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 
 @dataclass(frozen=True)
 class ForwardOutput:
-    """logits [Q, V] (model dtype; [Q, N] over `CachedLM(head_rows=...)`'s N tokens); hidden [len(layers), Q, H] when asked (-1 is the LM head's
-    input, after the final norm; i >= 0 is `output_hidden_states[i]`); path: which attention ran."""
+    """logits [Q, V] (model dtype; [Q, N] over `CachedLM(head_rows=...)`'s N tokens); hidden
+    [len(layers), Q, H] when asked (-1 is the LM head's input, after the final norm; i >= 0 is
+    `output_hidden_states[i]`); path: which attention ran."""
 
     logits: torch.Tensor
     hidden: torch.Tensor | None
@@ -234,9 +235,9 @@ class CachedLM:
         pad = 0
         if self.row_padding is not None and hf_compat.full_attention_only(self.cache):
             pad = self.row_padding.rows(Q) - Q
-        chain = visible is None or self._causal_continuation(positions, visible)
+        chain = pad and (visible is None or self._causal_continuation(positions, visible))
         limit = getattr(self.model.config, "max_position_embeddings", None)
-        if pad and chain and limit is not None and int(positions[-1]) + pad >= limit:
+        if chain and limit is not None and int(positions[-1]) + pad >= limit:
             pad = 0  # learned positions end there
         if pad:
             ids = torch.cat([ids, ids[-1:].expand(pad)])

@@ -51,6 +51,12 @@ def frequent_tokens(sequences, count: int, vocab_size: int) -> torch.Tensor:
     return torch.from_numpy(np.sort(order)).long()
 
 
+def to_full_vocab(logits: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
+    """Logits [..., N] over a draft vocabulary's `ids` [N] -> [..., size], -inf at every other token."""
+    full = logits.new_full((*logits.shape[:-1], size), float("-inf"))
+    return full.index_copy_(-1, ids, logits)
+
+
 def write_draft_vocab(directory: str | Path, ids: torch.Tensor, about: dict) -> Path:
     """`draft_vocab.json` in a drafter model's directory: the token ids its reduced LM head keeps, and
     where they came from (`about`: data, count, coverage...)."""

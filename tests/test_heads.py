@@ -26,7 +26,6 @@ from test_sampling import P_VALUE
 from test_sampling_e2e import PROMPT as SMALL_PROMPT
 from test_sampling_e2e import V as SMALL_V
 from test_sampling_e2e import first_tokens_pvalue, small_model
-from specdiff.vocab import write_draft_vocab
 
 EVERY_THIRD = torch.arange(0, tiny.VOCAB, 3)  # a reduced draft vocabulary for the tiny targets
 

@@ -24,7 +24,7 @@ def fact_table(rows: list[tuple[str, object]]) -> str:
 
 
 def draft_vocab_line(about: dict | None, drafter: str, note: str = "") -> str:
-    """A card's line on the reduced draft head written beside a drafter (`draft_vocab.json`), or None."""
+    """A card's line on the reduced draft head written beside a drafter (`draft_vocab.json`), if any."""
     if not about:
         return "none: it drafts over the whole head"
     coverage = "" if about.get("heldout_coverage") is None else f"; {about['heldout_coverage']:.1%} of held-out reply tokens"
