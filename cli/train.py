@@ -388,6 +388,9 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
               help="Draft decoder layers, of the target's architecture [default: 1].")
 @click.option("--anchors", type=click.IntRange(min=1), default=None,
               help="Random blocks per sequence per step [default: 16].")
+@click.option("--fused-masks/--plain-masks", default=None,
+              help="Mask rows add the anchor's embedding and the last context row's feature (fused), or are one "
+                   "learned vector, as in DFlash (plain) [default: fused].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Sequences per step [default: 8].")
 @click.option("--seq-len", type=click.IntRange(min=8), default=None,
               help="Context rows per sequence (longer records are windowed) [default: 512].")
@@ -397,7 +400,7 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
               help="Steps between held-out evaluations, each a point of the card's tau-by-training-tokens curve "
                    "[default: 200].")
 def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, layers, block_size, num_layers, anchors,
-                 batch_size, seq_len, lr, eval_every):
+                 fused_masks, batch_size, seq_len, lr, eval_every):
     """Train a DFlash drafter (block diffusion conditioned on the target's hidden states) on a frozen
     target's own replies, and export it with a model card (held-out acceptance per block position).
 
@@ -409,7 +412,7 @@ def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, laye
     from specdiff.training.dflash_recipe import DFlashRecipe, run_dflash
 
     given = dict(layers=_int_list(layers, "--layers") if layers is not None else None, block_size=block_size,
-                 num_layers=num_layers, anchors=anchors, teacher_dtype=teacher_dtype)
+                 num_layers=num_layers, anchors=anchors, fused_masks=fused_masks, teacher_dtype=teacher_dtype)
     _train_feature_drafter(functools.partial(DFlashRecipe, out_dir.name, target, str(data_dir)), run_dflash, out_dir,
                            work_dir, steps, given,
                            dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every))

@@ -96,7 +96,10 @@ class TargetDiffusionDrafter:
         new_ids, features = self._new_context(ctx)
         n, anchor = len(new_ids), ctx.token_ids[-1]
         device = self.lm.device
-        block = self.model.block_embeds(torch.tensor(anchor, device=device), 1 + length)  # [1 + L, H]
+        last_context = None
+        if self.model.config.fused_masks and ctx.new_hidden is not None and ctx.new_hidden.shape[1]:
+            last_context = self.model.context_embeds(ctx.new_hidden[:, -1].to(device))  # position T - 2
+        block = self.model.block_embeds(torch.tensor(anchor, device=device), 1 + length, last_context)  # [1 + L, H]
         rows = block if features is None else torch.cat([self.model.context_embeds(features.to(device)), block])
         first = len(ctx.token_ids) - 1 - n  # the position of the first new context row
         positions = torch.arange(first, first + n + 1 + length)

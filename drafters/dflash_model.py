@@ -15,6 +15,12 @@ block after the last committed token t_{T-1} holds `block_size` rows: slot 0 is 
 at position T - 1 (DFlash's anchor: the known token first), slots 1.. a learned mask embedding at
 positions T, T + 1, ...; slot k predicts the token at its own position (no shift), so a block drafts
 block_size - 1 tokens. The block sees every context row and itself, bidirectionally.
+
+Fused masks (`DFlashConfig.fused_masks`, ours, not DFlash's). A plain mask row is the same vector in every
+block, so in a one-layer drafter its query cannot depend on the block: it attends by position alone, to a
+mix it cannot choose. With fused masks every mask row adds the anchor's embedding and the last context
+row's fused feature (position T - 2) to the mask embedding: EAGLE's input for the token after the anchor,
+so the one attention layer asks with what this block is about. Shipped drafters say which they are.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ class DFlashConfig:
     """hidden_size, vocab_size: the target's LM head [vocab_size, hidden_size]. layers: the target's
     `hidden_states` indices fused into the context. block_size: rows per block, the anchor and
     block_size - 1 masks (DFlash: 16). decoder: the draft decoder's transformers config (`to_dict()`).
-    target: what it was trained for (shown in errors)."""
+    target: what it was trained for (shown in errors). fused_masks: mask rows add the anchor's embedding
+    and the last context row (module docstring); False in drafters saved before it existed."""
 
     hidden_size: int
     vocab_size: int
@@ -54,6 +61,7 @@ class DFlashConfig:
     num_layers: int = 1
     decoder: dict = field(default_factory=dict)
     target: str = ""
+    fused_masks: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
@@ -69,7 +77,7 @@ class DFlashConfig:
 
     @classmethod
     def for_target(cls, target, layers: tuple[int, ...] | None = None, block_size: int = 16, num_layers: int = 1,
-                   name: str = "") -> "DFlashConfig":
+                   name: str = "", fused_masks: bool = False) -> "DFlashConfig":
         """The config of a drafter for `target`: its architecture with `num_layers` (full-attention) layers."""
         decoder = copy.deepcopy(target.config)
         num_target_layers = decoder.num_hidden_layers
@@ -82,7 +90,7 @@ class DFlashConfig:
         vocab_size, hidden_size = target.get_output_embeddings().weight.shape
         values = decoder.to_dict()
         values["_attn_implementation"] = target.config._attn_implementation
-        return cls(hidden_size, vocab_size, layers, block_size, num_layers, values, name)
+        return cls(hidden_size, vocab_size, layers, block_size, num_layers, values, name, fused_masks)
 
     def decoder_config(self):
         skip = ("model_type", "_attn_implementation")
@@ -107,9 +115,10 @@ class DFlashModel(torch.nn.Module):
 
     @classmethod
     def for_target(cls, target, layers=None, block_size: int = 16, num_layers: int = 1,
-                   name: str = "") -> "DFlashModel":
+                   name: str = "", fused_masks: bool = False) -> "DFlashModel":
         """A fresh (untrained) drafter shaped for `target`, attached to it."""
-        return cls(DFlashConfig.for_target(target, layers, block_size, num_layers, name)).attach(target).eval()
+        config = DFlashConfig.for_target(target, layers, block_size, num_layers, name, fused_masks)
+        return cls(config).attach(target).eval()
 
     def _share(self, target) -> None:
         """The decoder's input embedding and LM head: the target's modules, or tiny placeholders (so
@@ -154,10 +163,16 @@ class DFlashModel(torch.nn.Module):
         """features [..., layers, H] (the target's hidden states at one position each) -> [..., H]."""
         return self.hidden_norm(self.fc(features.to(self.fc.weight.dtype).flatten(-2)))
 
-    def block_embeds(self, anchor_ids: torch.Tensor, rows: int) -> torch.Tensor:
-        """anchor_ids [...] -> [..., rows, H]: the anchor's embedding, then rows - 1 mask embeddings."""
+    def block_embeds(self, anchor_ids: torch.Tensor, rows: int, last_context: torch.Tensor | None = None) -> torch.Tensor:
+        """anchor_ids [...] -> [..., rows, H]: the anchor's embedding, then rows - 1 mask embeddings; with
+        fused masks each adds the anchor's embedding and `last_context` [..., H] (the fused feature of the
+        position before the anchor; None or zeros where there is none)."""
         anchor = self.decoder.get_input_embeddings()(anchor_ids)[..., None, :]  # [..., 1, H]
         masks = self.mask_embedding.to(anchor.dtype).expand(*anchor_ids.shape, rows - 1, -1)
+        if self.config.fused_masks:
+            masks = masks + anchor
+            if last_context is not None:
+                masks = masks + last_context.to(anchor.dtype)[..., None, :]
         return torch.cat([anchor, masks], dim=-2)
 
     # --- files: config.json + model.safetensors ------------------------------------------------

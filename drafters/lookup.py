@@ -94,65 +94,86 @@ class ShapeChooser:
     (BENCHMARKS.md). So instead of a rule per device and dtype the chooser measures, and picks among
     arms: every match or the most recent one alone, cut to 1, 2, 4 or all `k` tokens, or no draft.
 
-    Two measurements, each with little noise:
+    Two measurements, neither of which costs a step:
     - the step time by verify rows (the time from one proposal to the next: verify, acceptance, commit),
-      from every step, whatever it drafted; rows never timed are interpolated between timed ones;
-    - what each arm would have committed. A probe step drafts the largest shape (the trie of every
-      match on one probe in `trie_every`, else the most recent match alone, which costs fewer rows:
-      a 41-row trie probe cost ~6% of the steps in bf16 when every other probe was one); the tokens it
-      commits then say exactly what every smaller shape would have committed: greedy verification
-      accepts the longest drafted prefix of the target's own continuation, so a sub-shape accepts its
-      longest prefix of the committed tokens (and the bonus token follows). When sampling this is an
-      estimate, not exact; the shape only has to be fast, not right.
-    An arm's rate is its counterfactual tokens over their estimated step time, over the last `window`
-    probes. The first `explore` steps with a match probe, then one step in `revisit`; the others draft
-    the best arm, if it beats the most recent match in full (HF's shape) by more than `margin`, else
-    that chain: estimates a few percent apart are noise (chasing them cost ~5% of tau on Spec-Bench).
+      from every step, whatever it drafted; rows never timed are interpolated between timed ones. The
+      first `explore` steps with a match draft every match in full, so that the largest shape is timed;
+    - what every arm would have committed at every step. Greedy verification accepts the longest drafted
+      prefix of the target's own continuation, and that continuation is what the generation goes on to
+      commit whatever is drafted: so once the context has grown `k + 1` tokens past a step, each arm's
+      draft at that step is scored against those tokens (its longest prefix of them, plus the bonus
+      token). When sampling this is an estimate, not exact; the shape only has to be fast, not right.
+    An arm's rate is its tokens over their estimated step time, over the last `window` steps. The chooser
+    drafts the most recent match in full (HF's shape) unless an arm beats it on the same steps by more
+    than `margin` with `z` jackknife standard errors to spare, over `min_samples` steps or more (an
+    earlier chooser that drafted the largest shape on probe steps to learn this, and chose on a few of
+    them, cost lookup 2-4% against the plain chain on this CPU). Steps count within one generation: the
+    verifier extends one list of ids per generation (DraftContext), so a new list starts afresh.
     Only the draft's shape depends on the clock, never which tokens are accepted: lossless either way."""
 
-    def __init__(self, k: int, clock=time.perf_counter, explore: int = 6, revisit: int = 8, window: int = 64,
-                 margin: float = 0.05, trie_every: int = 4):
-        if min(k, explore, revisit, window, trie_every) < 1 or margin < 0:
-            raise ValueError(f"k, explore, revisit, window and trie_every must be >= 1 and margin >= 0, got {k}, "
-                             f"{explore}, {revisit}, {window}, {trie_every}, {margin}")
-        self.trie_every = trie_every
-        self.clock, self.explore, self.revisit, self.margin = clock, explore, revisit, margin
+    def __init__(self, k: int, clock=time.perf_counter, explore: int = 4, window: int = 256, margin: float = 0.05,
+                 min_samples: int = 16, z: float = 2.0, every: int = 8):
+        if min(k, window, min_samples, every) < 1 or explore < 0 or margin < 0 or z < 0:
+            raise ValueError(f"k, window, min_samples and every must be >= 1, explore, margin and z >= 0, got {k}, "
+                             f"{window}, {min_samples}, {every}, {explore}, {margin}, {z}")
+        self.k, self.clock, self.explore, self.margin = k, clock, explore, margin
+        self.min_samples, self.z, self.every = min_samples, z, every
         self.default: Arm = (1, k)
-        depths = sorted({d for d in (1, 2, 4) if d < k} | {k})
-        self.arms: list[Arm] = [(0, 0)] + [(b, d) for b in (1, ALL) for d in depths]
-        self.samples: dict[Arm, deque[tuple[int, int]]] = {arm: deque(maxlen=window) for arm in self.arms}
+        self.depths = sorted({d for d in (1, 2, 4) if d < k} | {k})
+        self.arms: list[Arm] = [(0, 0)] + [(b, d) for b in (1, ALL) for d in self.depths]
+        self._index = {arm: i for i, arm in enumerate(self.arms)}
+        self.booked: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=window)  # (rows, tokens) by arm, a step each
         self.times: dict[int, list[float]] = {}  # verify rows -> [seconds, steps]
-        self.steps = self.probes = 0
-        self.since_probe = 0
-        self._best: Arm | None = None  # recomputed when a probe is booked, not on every step
-        self.last: Arm | str | None = None  # what the last step drafted: an arm, "probe" or "trie-probe"
-        # the open step: context length, last id, started, rows drafted, and if it probed: what it drafted
-        # and whether that was every match (a chain probe says nothing of the other matches)
-        self._open: tuple[int, int, float, int, tuple[list[list[int]], bool] | None] | None = None
+        self.steps = 0  # steps with a match
+        self.last: Arm | None = None  # what the last step with a match drafted
+        self._best: Arm = self.default
+        self._unjudged = 0  # steps booked since `_best` was last recomputed
+        self._context: list[int] | None = None  # the ids of the generation in progress
+        self._pending: deque[tuple[int, list[list[int]]]] = deque()  # (context length, matches) not yet scored
+        self._open: tuple[float, int] | None = None  # the step in progress: started, verify rows
 
     def choose(self, token_ids: list[int], continuations: list[list[int]]) -> list[list[int]]:
         """The continuations to draft, cut to the chosen arm."""
         now = self.clock()
-        self._close(token_ids, now)
-        if not continuations:
-            self._open = (len(token_ids), token_ids[-1], now, 1, None)
-            return continuations
-        self.steps += 1
-        self.since_probe += 1
-        if self.probes < self.explore or self.since_probe >= self.revisit:
-            self.probes += 1
-            self.since_probe = 0
-            whole = self.probes % self.trie_every == 1 % self.trie_every or len(continuations) == 1
-            drafted = continuations if whole else continuations[:1]
-            self.last = "trie-probe" if whole else "probe"
-            probe = (drafted, whole)
-        else:
-            if self._best is None:
-                self._best = self.best()
-            self.last = self._best
-            drafted, probe = cut(continuations, self.last), None
-        self._open = (len(token_ids), token_ids[-1], now, trie_rows(drafted), probe)
+        if token_ids is self._context:
+            self._book(token_ids, now)
+        else:  # a new generation: the previous one's last step and unscored steps are dropped
+            self._context = token_ids
+            self._pending.clear()
+        drafted = continuations
+        if continuations:
+            self.steps += 1
+            self._pending.append((len(token_ids), continuations))
+            if self.steps > self.explore:
+                if self._unjudged >= self.every:
+                    self._best, self._unjudged = self.best(), 0
+                drafted = cut(continuations, self._best)
+            self.last = self._best if self.steps > self.explore else (ALL, self.k)
+        self._open = (now, trie_rows(drafted))
         return drafted
+
+    def _book(self, token_ids: list[int], now: float) -> None:
+        """Time the step that just ended, and score every arm at the steps now `k + 1` tokens behind."""
+        started, rows = self._open
+        timed = self.times.setdefault(rows, [0.0, 0])
+        timed[0] += now - started
+        timed[1] += 1
+        while self._pending and self._pending[0][0] + self.k + 1 <= len(token_ids):
+            length, continuations = self._pending.popleft()
+            self.booked.append(self.score(continuations, token_ids[length : length + self.k + 1]))
+            self._unjudged += 1
+
+    def score(self, continuations: list[list[int]], continuation: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Verify rows and tokens committed of every arm, had it drafted from `continuations` (the matches,
+        most recent first) where the target went on with `continuation` (k + 1 tokens)."""
+        accepted = [common_prefix_length(c, continuation) for c in continuations]
+        rows, tokens = np.empty(len(self.arms)), np.empty(len(self.arms))
+        rows[0], tokens[0] = 1, 1  # no draft: the target's own token, one row
+        for i, (branches, depth) in enumerate(self.arms[1:], start=1):
+            kept = continuations[:branches]
+            rows[i] = trie_rows([c[:depth] for c in kept])
+            tokens[i] = max(min(a, depth) for a in accepted[: len(kept)]) + 1
+        return rows, tokens
 
     def seconds(self, rows):
         """The step time of `rows` verify rows (an int or an array): measured, else interpolated between
@@ -169,38 +190,54 @@ class ShapeChooser:
             estimate = np.where(np.asarray(rows) < measured[0], below, estimate)
         return estimate
 
+    def samples(self, arm: Arm) -> list[tuple[int, int]]:
+        """(verify rows, tokens committed) of `arm` at each step scored, oldest first."""
+        i = self._index[arm]
+        return [(int(rows[i]), int(tokens[i])) for rows, tokens in self.booked]
+
     def rate(self, arm: Arm) -> float:
-        """Estimated tokens per second of step time for `arm` over its probes (0 before any)."""
-        samples = self.samples[arm]
-        if not samples or not self.times:
+        """Estimated tokens per second of step time for `arm` (0 before any step is scored)."""
+        table = self._table()
+        if table is None:
             return 0.0
-        rows, tokens = np.array(samples).T
-        return float(tokens.sum() / self.seconds(rows).sum())
+        rows, tokens, seconds = table
+        i = self._index[arm]
+        return float(tokens[:, i].sum() / seconds[:, i].sum())
+
+    def _table(self):
+        """Rows, tokens and estimated seconds of every scored step (rows) by arm (columns); None before any."""
+        if not self.booked or not self.times:
+            return None
+        rows, tokens = (np.array(column) for column in zip(*self.booked))
+        return rows, tokens, self.seconds(rows)
+
+    def against_default(self, arm: Arm, table=None) -> tuple[float, float, int]:
+        """`arm`'s rate over the default's on the same steps, the ratio's jackknife standard error (inf
+        below 2 steps) and the number of steps."""
+        table = table or self._table()
+        if table is None:
+            return 0.0, float("inf"), 0
+        rows, tokens, seconds = table
+        i, d = self._index[arm], self._index[self.default]
+        n = len(rows)
+        a, c, sa, sc = tokens[:, i], tokens[:, d], seconds[:, i], seconds[:, d]
+        ratio = (a.sum() / sa.sum()) / (c.sum() / sc.sum())
+        if n < 2:
+            return float(ratio), float("inf"), n
+        left_out = ((a.sum() - a) / (sa.sum() - sa)) / ((c.sum() - c) / (sc.sum() - sc))
+        error = np.sqrt((n - 1) / n * ((left_out - left_out.mean()) ** 2).sum())
+        return float(ratio), float(error), n
 
     def best(self) -> Arm:
-        rates = {arm: self.rate(arm) for arm in self.arms}
-        best = max(self.arms, key=rates.__getitem__)
-        return best if rates[best] > (1 + self.margin) * rates[self.default] else self.default
-
-    def _close(self, token_ids: list[int], now: float) -> None:
-        """Book the step that followed the open proposal, if this context continues it."""
-        if self._open is None:
-            return
-        length, last, started, rows, probe = self._open
-        self._open = None
-        if len(token_ids) <= length or token_ids[length - 1] != last:
-            return  # a new generation began
-        timed = self.times.setdefault(rows, [0.0, 0])
-        timed[0] += now - started
-        timed[1] += 1
-        if probe is None:
-            return
-        self._best = None
-        drafted_then, whole = probe
-        committed = token_ids[length:]  # the accepted drafts, then the target's own token
+        """The arm whose lower bound (ratio - z errors) over the default is highest, if it clears the
+        margin after `min_samples` steps; else the default."""
+        table = self._table()
+        if table is None or len(table[0]) < self.min_samples:
+            return self.default
+        bounds = {}
         for arm in self.arms:
-            if arm[0] > 1 and not whole:
-                continue
-            drafted = cut(drafted_then, arm)
-            accepted = max((common_prefix_length(c, committed) for c in drafted), default=0)
-            self.samples[arm].append((trie_rows(drafted), min(accepted, len(committed) - 1) + 1))
+            if arm != self.default:
+                ratio, error, _ = self.against_default(arm, table)
+                bounds[arm] = ratio - self.z * error
+        best = max(bounds, key=bounds.__getitem__)
+        return best if bounds[best] > 1 + self.margin else self.default

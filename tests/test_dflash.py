@@ -32,9 +32,9 @@ NEW_TOKENS = 20
 METHODS = ["dflash", "dflash-cps", "dflash-opt-tree", "dflash-adl"]
 
 
-def untrained(target, block_size: int = 5, seed: int = 1) -> DFlashModel:
+def untrained(target, block_size: int = 5, seed: int = 1, fused_masks: bool = False) -> DFlashModel:
     torch.manual_seed(seed)
-    return DFlashModel.for_target(target, block_size=block_size)
+    return DFlashModel.for_target(target, block_size=block_size, fused_masks=fused_masks)
 
 
 def target_features(target, ids: list[int], layers) -> torch.Tensor:
@@ -96,11 +96,13 @@ def test_training_block_mask_by_hand():
     assert slot_weights(4, gamma=2.0).tolist() == pytest.approx([0.0, 1.0, np.exp(-0.5), np.exp(-1.0)])
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["plain-masks", "fused-masks"])
 @pytest.mark.parametrize("model_type", ["llama", "qwen3"])
-def test_training_blocks_are_the_drafted_blocks(model_type):
-    """The training forward's block at anchor p equals the drafter's block after committing tokens 0..p."""
+def test_training_blocks_are_the_drafted_blocks(model_type, fused):
+    """The training forward's block at anchor p equals the drafter's block after committing tokens 0..p,
+    whether the drafter got every state at once or, as in decoding, a step's new states only."""
     target = tiny.build(model_type)
-    model = untrained(target, block_size=4)
+    model = untrained(target, block_size=4, fused_masks=fused)
     ids = tiny.repetitive_prompt(12)[0].tolist()
     features = target_features(target, ids, model.config.layers)  # [S, layers, H]
     anchors = torch.tensor([[3, 8, -1]])
@@ -113,6 +115,22 @@ def test_training_blocks_are_the_drafted_blocks(model_type):
         states = features[:p].half().transpose(0, 1)
         ctx = DraftContext(ids[: p + 1], budget=3, new_hidden=states, new_hidden_start=0)
         torch.testing.assert_close(drafter._block_logits(ctx, 3), trained_view[a, 1:], atol=1e-4, rtol=0)
+    drafter.reset()
+    drafter._block_logits(DraftContext(ids[:4], budget=3, new_hidden=features[:3].half().transpose(0, 1)), 3)
+    later = DraftContext(ids[:9], budget=3, new_hidden=features[3:8].half().transpose(0, 1), new_hidden_start=3)
+    torch.testing.assert_close(drafter._block_logits(later, 3), trained_view[1, 1:], atol=1e-4, rtol=0)
+
+
+def test_fused_masks_carry_the_anchor_and_the_last_context_row():
+    target = tiny.build("llama")
+    plain, fused = untrained(target, block_size=4), untrained(target, block_size=4, fused_masks=True)
+    anchor, last = torch.tensor(7), torch.randn(plain.config.hidden_size)
+    embedding = target.get_input_embeddings().weight[7]
+    with torch.no_grad():
+        rows, plain_rows = fused.block_embeds(anchor, 4, last), plain.block_embeds(anchor, 4, last)
+    torch.testing.assert_close(rows[0], embedding)  # the anchor row as before
+    torch.testing.assert_close(rows[1:], (fused.mask_embedding + embedding + last).expand(3, -1))
+    torch.testing.assert_close(plain_rows[1:], plain.mask_embedding.expand(3, -1))  # one vector in every block
 
 
 # --- lossless ----------------------------------------------------------------------------------
@@ -123,12 +141,12 @@ def test_greedy_equals_generate_for_every_method(model_type):
     target = tiny.build(model_type)
     prompt = tiny.repetitive_prompt()
     expected = tiny.reference(target, prompt, NEW_TOKENS)
-    model = untrained(target)
-    for name in METHODS:
-        spec = methods.build(name, target, None, model)
-        assert spec.generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected, name
-        steps = len(spec.last_stats.accepted_lengths)
-        assert steps - 1 <= spec.drafter.forward_count <= steps  # one forward a step (none for a last bonus-only one)
+    for model in (untrained(target), untrained(target, fused_masks=True)):
+        for name in METHODS:
+            spec = methods.build(name, target, None, model)
+            assert spec.generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected, name
+            steps = len(spec.last_stats.accepted_lengths)
+            assert steps - 1 <= spec.drafter.forward_count <= steps  # one forward a step (none for a last bonus-only one)
     assert methods.build("dflash", target, None, model, methods.MethodOptions(draft_length=99)).drafter.k == 4
 
 
@@ -270,7 +288,7 @@ def test_interrupted_training_resumes_exactly(pattern, tmp_path):
 
 def test_save_load_round_trip_and_mismatch_errors(tmp_path):
     target = tiny.build("llama")
-    model = untrained(target, block_size=4)
+    model = untrained(target, block_size=4, fused_masks=True)
     with torch.no_grad():  # fp16-exact weights: the file stores fp16
         for name, parameter in model.named_parameters():
             if name not in model.shared_names():
@@ -282,6 +300,7 @@ def test_save_load_round_trip_and_mismatch_errors(tmp_path):
     assert not any("embed_tokens" in key or "lm_head" in key for key in keys)  # the target's tensors are not stored
     assert "mask_embedding" in keys and "fc.weight" in keys
     loaded = methods.get("dflash").load_drafter(str(tmp_path / "dflash"), torch.float32, "cpu").attach(target)
+    assert loaded.config.fused_masks
     prompt = tiny.repetitive_prompt()
     expected = SpecDiff(target, TargetDiffusionDrafter(model, target)).generate(prompt, max_new_tokens=12)
     again = SpecDiff(target, TargetDiffusionDrafter(loaded, target)).generate(prompt, max_new_tokens=12)

@@ -7,6 +7,7 @@ import torch
 import tiny
 from specdiff import SpecDiff
 from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
+from specdiff.drafters.lookup import ShapeChooser
 
 CASES = [(t, a) for t in tiny.ARCHITECTURES for a in ("eager", "sdpa")] + [(t, "eager") for t in tiny.EAGER_ONLY]
 NEW_TOKENS = 24
@@ -75,7 +76,16 @@ def test_lookup_that_measures_its_shape_is_lossless(target):
     model, prompt, expected = target
     drafter = PromptLookupDrafter(ngram=1, k=5, max_branches=4, measure_shape=True)
     assert SpecDiff(model, drafter).generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected
-    assert drafter.shapes is not None  # (choosing and booking: tests/test_lookup.py)
+    # A clock of random ticks and no margin: the chooser jumps between arms, and the output stays put
+    # (choosing and scoring by hand: tests/test_lookup.py).
+    ticks = torch.Generator().manual_seed(0)
+    clock = iter(torch.rand(10_000, generator=ticks).cumsum(0).tolist()).__next__
+    drafter.shapes = ShapeChooser(k=5, clock=clock, explore=1, min_samples=1, z=0.0, margin=0.0, every=1)
+    arms = []
+    choose = drafter.shapes.choose
+    drafter.shapes.choose = lambda ids, matches: (choose(ids, matches), arms.append(drafter.shapes.last))[0]
+    assert SpecDiff(model, drafter).generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected
+    assert len(set(arms)) >= 2  # explore drafts (ALL, 5); then what the random clock makes best
 
 
 def test_reduced_draft_vocabulary(target):

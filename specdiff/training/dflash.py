@@ -142,8 +142,12 @@ def anchor_block_logits(model, batch: AnchorBatch) -> torch.Tensor:
     b = model.config.block_size
     (B, S), A = batch.ids.shape, batch.anchors.shape[1]
     anchor_ids = batch.ids.gather(1, batch.anchors.clamp(min=0))  # [B, A]
-    rows = torch.cat([model.context_embeds(batch.features),  # [B, S, H]
-                      model.block_embeds(anchor_ids, b).flatten(1, 2)], dim=1)  # [B, S + A*b, H]
+    context = model.context_embeds(batch.features)  # [B, S, H]
+    last_context = None
+    if model.config.fused_masks:  # the context row before each anchor (zeros for an anchor at a window's start)
+        before = (batch.anchors - 1).clamp(min=0)[:, :, None].expand(-1, -1, context.shape[-1])
+        last_context = context.gather(1, before) * (batch.anchors >= 1)[:, :, None].to(context.dtype)  # [B, A, H]
+    rows = torch.cat([context, model.block_embeds(anchor_ids, b, last_context).flatten(1, 2)], dim=1)  # [B, S + A*b, H]
     slots = torch.arange(b, device=batch.ids.device)
     block_positions = (batch.start[:, None] + batch.anchors.clamp(min=0))[:, :, None] + slots  # [B, A, b]
     positions = torch.cat([batch.start[:, None] + torch.arange(S, device=batch.ids.device),

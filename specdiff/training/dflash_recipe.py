@@ -23,6 +23,7 @@ class DFlashRecipe:
     """A DFlash drafter for `target` (zoo name or model directory) trained on `data` (a `specdiff train
     data` directory), exported as `name`. layers: the target's hidden_states indices it fuses (None: `default_layers`).
     anchors: blocks per sequence per step. gamma: slot-weight decay (None: DFlash's for the block size).
+    fused_masks: mask rows add the anchor's embedding and the last context row (`drafters.dflash_model`).
     teacher_layers / teacher_dtype: the `TeacherFeatures` set to read, computed with the target in that
     dtype (both name its cache entry); None: the drafter's layers plus the LM head's input, the set the
     EAGLE recipe builds too (SmolLM2: 2, 15, 27, 30), so one build serves both."""
@@ -39,6 +40,7 @@ class DFlashRecipe:
     num_layers: int = 1
     anchors: int = 16
     gamma: float | None = None
+    fused_masks: bool = True
     teacher_layers: tuple[int, ...] | None = None
     teacher_dtype: str = "bfloat16"
     command: str = ""
@@ -76,7 +78,8 @@ def run_dflash(recipe: DFlashRecipe, work_dir: Path, out_dir: Path, steps: int |
     heldout = AnchorSampler(heldout_features, layers, config.seq_len, config.batch_size, recipe.anchors, HELDOUT_SEED)
     eval_batches = heldout.fixed_batches(config.eval_batches)
     torch.manual_seed(config.seed)
-    model = DFlashModel.for_target(target, layers, recipe.block_size, recipe.num_layers, name=recipe.target).train()
+    model = DFlashModel.for_target(target, layers, recipe.block_size, recipe.num_layers, name=recipe.target,
+                                   fused_masks=recipe.fused_masks).train()
     device = PartialState().device
     on_device = [batch.to(device) for batch in eval_batches]
     result = train(model, DFlashObjective(recipe.gamma), sampler.batch, eval_batches, config, work_dir / recipe.name,
@@ -96,11 +99,14 @@ def export_dflash(recipe: DFlashRecipe, model: DFlashModel, result: TrainResult,
         "name": recipe.name,
         "kind": "DFlash drafter: the target's hidden states at a few layers, fused (fc + RMSNorm) into context rows, "
                 f"and {recipe.num_layers} decoder layer(s) of the target's architecture drafting a block in one "
-                "forward; the target's embedding and LM head are shared (not stored here)",
+                "forward" + ("; each mask row adds the anchor's embedding and the last context row (fused masks)"
+                             if model.config.fused_masks else "") +
+                "; the target's embedding and LM head are shared (not stored here)",
         "target": recipe.target,
         "layers": list(model.config.layers),
         "block_size": model.config.block_size,
         "num_layers": recipe.num_layers,
+        "fused_masks": model.config.fused_masks,
         "parameters_trained": sum(p.numel() for name, p in model.named_parameters() if name not in shared),
         "data": recipe.data,
         "labels": "the target's own reply tokens (its greedy and sampled replies)",
