@@ -26,6 +26,7 @@ from specdiff.kv import CachedLM
 from specdiff.lattice import ContextLattice, LatticePruning, prune_lattice
 from specdiff.masks import context_block_visible
 from specdiff.processing import process_paths
+from specdiff.vocab import resolve_draft_vocab, to_full_vocab
 
 
 class TargetDiffusionDrafter:
@@ -34,10 +35,13 @@ class TargetDiffusionDrafter:
     model: a `DFlashModel`, attached here to `target` (its embedding and LM head). k: the default draft
     length, at most block_size - 1 (a block can shrink at inference, not grow). eos_token_ids: the
     lattice ends at the first position whose argmax is one of them. pruning: candidates kept per position.
+    draft_vocab: the tokens it may propose (FR-Spec): "auto" (default) the ids of `draft_vocab.json` beside
+    the drafter (`model.source`), else the whole head; None: the whole head; or the ids. Only those rows of
+    the LM head run; every other token gets probability 0 (lossless either way).
     """
 
     def __init__(self, model: DFlashModel, target, k: int | None = None, *, eos_token_ids: Sequence[int] = (),
-                 pruning: LatticePruning = LatticePruning()):
+                 pruning: LatticePruning = LatticePruning(), draft_vocab="auto"):
         most = model.config.block_size - 1
         k = most if k is None else k
         if not 1 <= k <= most:
@@ -45,7 +49,9 @@ class TargetDiffusionDrafter:
                              "shrink at inference, not grow")
         self.model = model.attach(target).eval()
         self.needs = DraftNeeds(hidden_layers=model.config.layers, hidden_history=True)
-        self.lm = CachedLM(self.model.decoder)
+        self.draft_vocab = resolve_draft_vocab(draft_vocab, model.source, model.config.vocab_size)  # [N] or None
+        self.lm = CachedLM(self.model.decoder, head_rows=self.draft_vocab)
+        self._ids = None if self.draft_vocab is None else self.draft_vocab.to(self.lm.device)
         self.k, self.pruning = k, pruning
         self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
         self.reset()
@@ -106,4 +112,7 @@ class TargetDiffusionDrafter:
         out = self.lm.forward(new_ids + [anchor] * (1 + length), positions, context_block_visible(n, 1 + length),
                               inputs_embeds=rows)
         self.lm.compact(list(range(n)), new_ids)  # the block goes
-        return out.logits[n + 1 :]  # [L, V]: slot k >= 1 predicts the token at its own position
+        logits = out.logits[n + 1 :]  # [L, V or N]: slot k >= 1 predicts the token at its own position
+        if self._ids is None:
+            return logits
+        return to_full_vocab(logits.float(), self._ids, self.model.config.vocab_size)

@@ -112,6 +112,7 @@ class DFlashModel(torch.nn.Module):
         attn = config.decoder.get("_attn_implementation") or "sdpa"
         self.decoder = AutoModelForCausalLM.from_config(config.decoder_config(), attn_implementation=attn)
         self._share(None)
+        self.source: Path | None = None  # the directory it was loaded from (its draft_vocab.json, if any)
 
     @classmethod
     def for_target(cls, target, layers=None, block_size: int = 16, num_layers: int = 1,
@@ -192,4 +193,5 @@ class DFlashModel(torch.nn.Module):
         if set(missing) - model.shared_names() or unexpected:
             raise ValueError(f"{str(directory)!r}: weights do not fit the config (missing "
                              f"{sorted(set(missing) - model.shared_names())}, unexpected {sorted(unexpected)})")
+        model.source = Path(directory)
         return model.to(device=device, dtype=dtype).eval()

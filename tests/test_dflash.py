@@ -150,6 +150,26 @@ def test_greedy_equals_generate_for_every_method(model_type):
     assert methods.build("dflash", target, None, model, methods.MethodOptions(draft_length=99)).drafter.k == 4
 
 
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+def test_a_reduced_draft_vocabulary_is_lossless_and_proposes_inside_it(model_type):
+    """FR-Spec for DFlash: only the draft vocabulary's LM-head rows run; its logits are the full head's
+    columns, -inf elsewhere; the output is generate's; draft_vocab.json beside a saved drafter is read."""
+    target = tiny.build(model_type)
+    prompt = tiny.repetitive_prompt()
+    expected = tiny.reference(target, prompt, NEW_TOKENS)
+    model = untrained(target, fused_masks=True)
+    vocab = sorted(set(prompt[0].tolist()) | set(range(0, 256, 3)))
+    full, reduced = TargetDiffusionDrafter(model, target), TargetDiffusionDrafter(model, target, draft_vocab=vocab)
+    ids = prompt[0].tolist()
+    features = target_features(target, ids, model.config.layers)[: len(ids) - 1].transpose(0, 1)
+    ctx = DraftContext(ids, budget=3, new_hidden=features, new_hidden_start=0)
+    whole, part = full._block_logits(ctx, 3), reduced._block_logits(ctx, 3)
+    torch.testing.assert_close(part[:, vocab], whole[:, vocab].float(), atol=1e-5, rtol=0)
+    assert torch.isinf(part).sum() == part.shape[0] * (part.shape[1] - len(vocab))
+    reduced.reset()
+    assert SpecDiff(target, reduced).generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected
+
+
 # --- a pattern the target's hidden states reveal -------------------------------------------------
 
 V = 16
