@@ -102,11 +102,15 @@ class TargetDiffusionDrafter:
         new_ids, features = self._new_context(ctx)
         n, anchor = len(new_ids), ctx.token_ids[-1]
         device = self.lm.device
-        last_context = None
-        if self.model.config.fused_masks and ctx.new_hidden is not None and ctx.new_hidden.shape[1]:
-            last_context = self.model.context_embeds(ctx.new_hidden[:, -1].to(device))  # position T - 2
+        context = None if features is None else self.model.context_embeds(features.to(device))  # [n, H]
+        last_context = None  # fused masks: the context row of position T - 2, new this step or already cached
+        if self.model.config.fused_masks:
+            if context is not None and len(context):
+                last_context = context[-1]
+            elif ctx.new_hidden is not None and ctx.new_hidden.shape[1]:
+                last_context = self.model.context_embeds(ctx.new_hidden[:, -1].to(device))
         block = self.model.block_embeds(torch.tensor(anchor, device=device), 1 + length, last_context)  # [1 + L, H]
-        rows = block if features is None else torch.cat([self.model.context_embeds(features.to(device)), block])
+        rows = block if context is None else torch.cat([context, block])
         first = len(ctx.token_ids) - 1 - n  # the position of the first new context row
         positions = torch.arange(first, first + n + 1 + length)
         out = self.lm.forward(new_ids + [anchor] * (1 + length), positions, context_block_visible(n, 1 + length),

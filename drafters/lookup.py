@@ -119,8 +119,8 @@ class ShapeChooser:
         self.k, self.clock, self.explore, self.margin = k, clock, explore, margin
         self.min_samples, self.z, self.every = min_samples, z, every
         self.default: Arm = (1, k)
-        self.depths = sorted({d for d in (1, 2, 4) if d < k} | {k})
-        self.arms: list[Arm] = [(0, 0)] + [(b, d) for b in (1, ALL) for d in self.depths]
+        depths = sorted({d for d in (1, 2, 4) if d < k} | {k})
+        self.arms: list[Arm] = [(0, 0)] + [(b, d) for b in (1, ALL) for d in depths]
         self._index = {arm: i for i, arm in enumerate(self.arms)}
         self.booked: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=window)  # (rows, tokens) by arm, a step each
         self.times: dict[int, list[float]] = {}  # verify rows -> [seconds, steps]

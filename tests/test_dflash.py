@@ -264,14 +264,19 @@ def test_the_target_states_make_the_pattern_predictable(pattern):
 # --- sampling ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["dflash", "dflash-opt-tree"])
-def test_sampled_tokens_follow_the_target(method):
+@pytest.mark.parametrize("method,fused,vocab", [("dflash", False, None), ("dflash-opt-tree", False, None),
+                                                ("dflash", True, [0, 1, 3, 4, 6]), ("dflash-opt-tree", True, None)])
+def test_sampled_tokens_follow_the_target(method, fused, vocab):
+    """Also with fused masks, and over a reduced draft vocabulary (q = 0 elsewhere: the residual covers it)."""
     target = small_model(0)
     torch.manual_seed(5)
-    model = DFlashModel.for_target(target, block_size=3)
+    model = DFlashModel.for_target(target, block_size=3, fused_masks=fused)
     with torch.no_grad():  # a peaked drafter, so drafts are both accepted and rejected
         model.mask_embedding.normal_(0, 1.0)
     spec = methods.build(method, target, None, model)
+    if vocab is not None:
+        spec = SpecDiff(target, TargetDiffusionDrafter(model, target, k=spec.drafter.k, draft_vocab=vocab),
+                        tree=spec.tree_builder, draft_length=spec.draft_length)
     options = dict(temperature=1.0, top_k=0, repetition_penalty=1.2)
     assert first_tokens_pvalue(spec, target, 3, 200, options) > P_VALUE
     accepted = {n for seed in range(20) for n in spec.generate(torch.tensor([[3, 4, 5, 3, 4]]), max_new_tokens=6,
