@@ -300,6 +300,9 @@ def _feature_drafter_options(command):
         _steps,
         click.option("--teacher-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
                      help="Dtype the target computes its features in (part of their cache key) [default: bfloat16]."),
+        click.option("--mixed-precision", type=click.Choice(["no", "bf16"]), default=None,
+                     help="The training forward's autocast: bf16 is 2-4x faster on CPUs with AMX / AVX512-BF16 "
+                          "and on GPUs; evaluation stays fp32 [default: no]."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -327,8 +330,8 @@ def _feature_drafter_options(command):
 @click.option("--init", "init", metavar="DIR|NAME", default=None,
               help="Start from an exported EAGLE drafter (a directory or zoo name, e.g. the shipped one) instead "
                    "of fresh weights; it must match --layers and --draft-vocab.")
-def train_eagle(target, data_dir, out_dir, work_dir, steps, teacher_dtype, layers, draft_vocab, ttt_steps,
-                feature_weight, batch_size, seq_len, lr, eval_every, init):
+def train_eagle(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixed_precision, layers, draft_vocab,
+                ttt_steps, feature_weight, batch_size, seq_len, lr, eval_every, init):
     """Train an EAGLE drafter on a frozen target's features over its own replies (EAGLE-3's training-time
     test) and export it with a model card (held-out acceptance per draft position).
 
@@ -343,7 +346,8 @@ def train_eagle(target, data_dir, out_dir, work_dir, steps, teacher_dtype, layer
                  ttt_steps=ttt_steps, feature_weight=feature_weight, teacher_dtype=teacher_dtype, init=init)
     _train_feature_drafter(functools.partial(EagleRecipe, out_dir.name, target, str(data_dir)), run_eagle, out_dir,
                            work_dir, steps, given,
-                           dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every))
+                           dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every,
+                                mixed_precision=mixed_precision))
 
 
 def _train_feature_drafter(make_recipe, run, out_dir: Path, work_dir: Path, steps: int | None, given: dict,
@@ -388,6 +392,9 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
               help="Draft decoder layers, of the target's architecture [default: 1].")
 @click.option("--anchors", type=click.IntRange(min=1), default=None,
               help="Random blocks per sequence per step [default: 16].")
+@click.option("--draft-vocab", type=click.IntRange(min=0), default=None,
+              help="Rows of the reduced LM head it trains and drafts over: the most frequent reply tokens, written "
+                   "as draft_vocab.json beside it (0: the whole head) [default: 8192].")
 @click.option("--fused-masks/--plain-masks", default=None,
               help="Mask rows add the anchor's embedding and the last context row's feature (fused), or are one "
                    "learned vector, as in DFlash (plain) [default: fused].")
@@ -399,8 +406,8 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Steps between held-out evaluations, each a point of the card's tau-by-training-tokens curve "
                    "[default: 200].")
-def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, layers, block_size, num_layers, anchors,
-                 fused_masks, batch_size, seq_len, lr, eval_every):
+def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixed_precision, layers, block_size,
+                 num_layers, anchors, draft_vocab, fused_masks, batch_size, seq_len, lr, eval_every):
     """Train a DFlash drafter (block diffusion conditioned on the target's hidden states) on a frozen
     target's own replies, and export it with a model card (held-out acceptance per block position).
 
@@ -412,7 +419,9 @@ def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, laye
     from specdiff.training.dflash_recipe import DFlashRecipe, run_dflash
 
     given = dict(layers=_int_list(layers, "--layers") if layers is not None else None, block_size=block_size,
-                 num_layers=num_layers, anchors=anchors, fused_masks=fused_masks, teacher_dtype=teacher_dtype)
+                 num_layers=num_layers, anchors=anchors, fused_masks=fused_masks, teacher_dtype=teacher_dtype,
+                 draft_vocab=draft_vocab)
     _train_feature_drafter(functools.partial(DFlashRecipe, out_dir.name, target, str(data_dir)), run_dflash, out_dir,
                            work_dir, steps, given,
-                           dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every))
+                           dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every,
+                                mixed_precision=mixed_precision))

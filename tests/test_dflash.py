@@ -20,7 +20,8 @@ from specdiff.drafters import DFlashModel, TargetDiffusionDrafter
 from specdiff.drafters.base import DraftContext
 from specdiff.training import distill
 from specdiff.training.dflash import (IGNORE, AnchorBatch, AnchorSampler, DFlashObjective, anchor_block_logits,
-                                      anchor_block_mask, block_labels, heldout_acceptance, slot_weights)
+                                      anchor_block_mask, block_labels, heldout_acceptance, slot_weights,
+                                      to_draft_labels)
 from specdiff.training.distill import teacher_hidden_states
 from specdiff.training.features import TeacherFeatures
 from specdiff.training.loop import TrainConfig, train
@@ -261,6 +262,35 @@ def test_the_target_states_make_the_pattern_predictable(pattern):
     assert pattern_tau(target, ShiftedDrafter(model, target)) < 0.4 * b
 
 
+# --- a reduced draft vocabulary in training (FR-Spec) --------------------------------------------
+
+
+def test_draft_labels_by_hand():
+    labels = torch.tensor([[IGNORE, 5, 7, 2, 9]])
+    assert to_draft_labels(labels, torch.tensor([2, 5, 9]), 16).tolist() == [[IGNORE, 1, IGNORE, 0, 2]]
+    assert to_draft_labels(labels, None, 16) is labels
+
+
+def test_reduced_head_is_the_full_heads_columns_and_scores_the_same(pattern):
+    target, model, sampler, heldout = pattern
+    batch, vocab = sampler.batch(3), torch.tensor([0, 2, 3, 5, 6, 9, 10, 12, 15])
+    with torch.no_grad():
+        full = anchor_block_logits(model, batch)  # [B, A, b, V]
+        torch.testing.assert_close(anchor_block_logits(model, batch, vocab), full[..., vocab])
+        # the whole vocabulary as the draft vocabulary: the same loss and acceptance as the plain head
+        everything = torch.arange(V)
+        torch.testing.assert_close(DFlashObjective(vocab=everything).loss(model, batch), DFlashObjective().loss(model, batch))
+    assert heldout_acceptance(model, heldout, everything) == heldout_acceptance(model, heldout)
+    # without the pattern's tokens in it, a slot can only miss: accuracy falls to what the rest explains
+    labels = torch.cat([block_labels(b, model.config.block_size)[:, :, 1:].flatten() for b in heldout])
+    common = torch.bincount(labels[labels != IGNORE], minlength=V).argsort(descending=True)[:4]
+    rest = torch.tensor(sorted(set(range(V)) - set(common.tolist())))
+    reduced = heldout_acceptance(model, heldout, rest)
+    assert reduced["tau"] < heldout_acceptance(model, heldout)["tau"]
+    share_left = float(torch.isin(labels[labels != IGNORE], rest).float().mean())
+    assert max(reduced["accuracy_by_position"]) <= share_left + 1e-6
+
+
 # --- sampling ----------------------------------------------------------------------------------
 
 
@@ -287,26 +317,29 @@ def test_sampled_tokens_follow_the_target(method, fused, vocab):
 # --- training: resume, files, CLI ---------------------------------------------------------------
 
 
-def test_interrupted_training_resumes_exactly(pattern, tmp_path):
+@pytest.mark.parametrize("precision,vocab", [("no", None), ("bf16", [2, 3, 5, 7, 8, 11, 13])])
+def test_interrupted_training_resumes_exactly(pattern, tmp_path, precision, vocab):
+    """Also in bf16 autocast over a reduced draft vocabulary (the fast setting on AMX CPUs)."""
     target, _, sampler, heldout = pattern
     config = TrainConfig(steps=6, batch_size=8, seq_len=PROMPT + 16, lr=1e-2, warmup_steps=1, eval_every=3,
-                         eval_batches=2, save_every=2)
+                         eval_batches=2, save_every=2, mixed_precision=precision)
+    objective = DFlashObjective(vocab=None if vocab is None else torch.tensor(vocab))
 
     def fresh(seed):
         torch.manual_seed(seed)
         return DFlashModel.for_target(target, block_size=4)
 
     reference = fresh(0)
-    train(reference, DFlashObjective(), sampler.batch, heldout, config, tmp_path / "ref")
+    train(reference, objective, sampler.batch, heldout, config, tmp_path / "ref")
 
     def interrupting(step):
         if step == 3:
             raise KeyboardInterrupt
         return sampler.batch(step)
 
-    assert train(fresh(0), DFlashObjective(), interrupting, heldout, config, tmp_path / "run").interrupted
+    assert train(fresh(0), objective, interrupting, heldout, config, tmp_path / "run").interrupted
     resumed = fresh(7)  # other weights: everything must come from the checkpoint
-    assert train(resumed, DFlashObjective(), sampler.batch, heldout, config, tmp_path / "run").step == 6
+    assert train(resumed, objective, sampler.batch, heldout, config, tmp_path / "run").step == 6
     for (name, a), (_, b) in zip(reference.named_parameters(), resumed.named_parameters()):
         torch.testing.assert_close(a, b, msg=name)
 
@@ -359,9 +392,13 @@ def test_cli_trains_exports_and_generates(tiny_models, tmp_path, monkeypatch):  
     out = tmp_path / "tiny-dflash"
     result = invoke("train", "dflash", "--target", target_dir, "--data", tmp_path / "data", "--out-dir", out,
                     "--work-dir", tmp_path / "work", "--steps", 3, "--block-size", 4, "--batch-size", 2,
-                    "--seq-len", 16, "--anchors", 4, "--teacher-dtype", "float32")
+                    "--seq-len", 16, "--anchors", 4, "--teacher-dtype", "float32", "--draft-vocab", 64,
+                    "--mixed-precision", "bf16")
     assert result.exit_code == 0, result.output
     card = json.loads((out / "card.json").read_text())
+    shipped = json.loads((out / "draft_vocab.json").read_text())  # read by TargetDiffusionDrafter's "auto"
+    assert shipped["size"] == len(shipped["ids"]) == card["draft_vocab"]["size"] == 64
+    assert card["train_config"]["mixed_precision"] == "bf16"
     assert card["steps"] == 3 and len(card["heldout_acceptance"]["accuracy_by_position"]) == 3
     # the learning curve: one evaluation (at the last step, 3 x 2 x 16 window tokens), the exported model's tau
     assert card["tau_by_training_tokens"] == [[96, card["heldout_acceptance"]["tau"]]]

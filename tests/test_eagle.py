@@ -351,10 +351,11 @@ def test_cli_train_eagle_then_generate(tiny_models, tmp_path, monkeypatch):  # n
     out = tmp_path / "my-eagle"
     result = invoke("train", "eagle", "--target", target_dir, "--data", data, "--out-dir", out, "--work-dir",
                     tmp_path / "work", "--steps", 2, "--layers", "1,2", "--draft-vocab", 64, "--batch-size", 2,
-                    "--seq-len", 16, "--teacher-dtype", "float32")
+                    "--seq-len", 16, "--teacher-dtype", "float32", "--mixed-precision", "bf16")
     assert result.exit_code == 0, result.output
     card = json.loads((out / "card.json").read_text())
     assert card["steps"] == 2 and card["eagle"]["draft_vocab_size"] == 64
+    assert card["train_config"]["mixed_precision"] == "bf16"
     assert card["teacher_features"]["layers"] == [1, 2] and card["command"].startswith("specdiff train eagle --target")
     for method in ("eagle", "eagle-tree"):
         result = invoke("generate", "def f(x):\n", "--target", target_dir, "--method", method, "--drafter", out,

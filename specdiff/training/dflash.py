@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from specdiff.hf_compat import base_model_forward
 from specdiff.masks import additive_mask
 from specdiff.training.features import TeacherFeatures
 
@@ -136,8 +137,11 @@ def block_labels(batch: AnchorBatch, block_size: int) -> torch.Tensor:
     return labels.masked_fill(~valid, IGNORE)
 
 
-def anchor_block_logits(model, batch: AnchorBatch) -> torch.Tensor:
-    """Logits [B, A, b, V] of every block slot, from one decoder forward over [context rows | blocks]."""
+def anchor_block_logits(model, batch: AnchorBatch, vocab: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits [B, A, b, V] of every block slot, from one decoder forward over [context rows | blocks];
+    with `vocab` [N] (a reduced draft vocabulary, FR-Spec) only those LM-head rows: [B, A, b, N]. The
+    head is most of a training step's work at 49152 rows (1024 block rows x V x H), so training over
+    the rows the drafter will draft from is ~5x cheaper, and the loss is the one inference uses."""
     model = getattr(model, "module", model)  # unwrapped under DDP: the drafter's own helpers are needed
     b = model.config.block_size
     (B, S), A = batch.ids.shape, batch.anchors.shape[1]
@@ -154,33 +158,53 @@ def anchor_block_logits(model, batch: AnchorBatch) -> torch.Tensor:
                            block_positions.flatten(1)], dim=1)  # [B, S + A*b]
     allowed = anchor_block_mask(batch.anchors, S, b)
     mask = torch.cat([additive_mask(rows_allowed, rows.dtype, rows.device) for rows_allowed in allowed])
-    out = model.decoder(inputs_embeds=rows, attention_mask=mask, position_ids=positions, logits_to_keep=A * b)
-    return out.logits.view(B, A, b, -1)
+    if vocab is None:
+        out = model.decoder(inputs_embeds=rows, attention_mask=mask, position_ids=positions, logits_to_keep=A * b)
+        return out.logits.view(B, A, b, -1)
+    hidden = base_model_forward(model.decoder, None, None, attention_mask=mask, position_ids=positions,
+                                inputs_embeds=rows).last_hidden_state[:, S:]  # [B, A*b, H]
+    head = model.decoder.get_output_embeddings()
+    return F.linear(hidden, head.weight[vocab]).view(B, A, b, -1)
+
+
+def to_draft_labels(labels: torch.Tensor, vocab: torch.Tensor | None, vocab_size: int) -> torch.Tensor:
+    """Target-id labels -> indices into the draft vocabulary `vocab` [N]; a label outside it is IGNORE
+    (EAGLE-3's mask: the drafter could never propose it, so it teaches nothing)."""
+    if vocab is None:
+        return labels
+    index = torch.full((vocab_size,), IGNORE, dtype=torch.long, device=labels.device)
+    index[vocab.to(labels.device)] = torch.arange(len(vocab), device=labels.device)
+    return torch.where(labels == IGNORE, labels, index[labels.clamp(min=0)])
 
 
 @dataclass
 class DFlashObjective:
-    """DFlash's loss: slot-decayed cross-entropy over every block of the batch (gamma: see `paper_gamma`)."""
+    """DFlash's loss: slot-decayed cross-entropy over every block of the batch (gamma: see `paper_gamma`),
+    over the draft vocabulary `vocab` [N] when given (labels outside it are left out)."""
 
     gamma: float | None = None
+    vocab: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.gamma is not None and self.gamma <= 0:
             raise ValueError(f"gamma (the slot-weight decay, DFlash: 7 for blocks of 16) must be > 0, got {self.gamma}")
 
     def loss(self, model, batch: AnchorBatch) -> torch.Tensor:
-        logits = anchor_block_logits(model, batch).float()  # [B, A, b, V]
+        vocab = None if self.vocab is None else self.vocab.to(batch.ids.device)
+        logits = anchor_block_logits(model, batch, vocab).float()  # [B, A, b, V or N]
         B, A, b, V = logits.shape
-        labels = block_labels(batch, b)
+        target_vocab = getattr(model, "module", model).config.vocab_size
+        labels = to_draft_labels(block_labels(batch, b), vocab, target_vocab)
         ce = F.cross_entropy(logits.view(-1, V), labels.flatten(), ignore_index=IGNORE, reduction="none")
         weights = slot_weights(b, self.gamma).to(logits.device) * (labels != IGNORE)  # [B, A, b]
         return (weights.flatten() * ce).sum() / weights.sum().clamp(min=1e-6)
 
 
 @torch.no_grad()
-def heldout_acceptance(model, batches: list[AnchorBatch]) -> dict:
+def heldout_acceptance(model, batches: list[AnchorBatch], vocab: torch.Tensor | None = None) -> dict:
     """Top-1 accuracy of each mask slot against the target's tokens, and the argmax chain's expected
-    accepted length tau (bonus included: 1 + leading correct slots), over blocks whose every slot is labelled."""
+    accepted length tau (bonus included: 1 + leading correct slots), over blocks whose every slot is
+    labelled. With a draft vocabulary `vocab` [N] the argmax is over it (a token outside it is a miss)."""
     was_training = model.training
     model.eval()
     b = getattr(model, "module", model).config.block_size
@@ -188,7 +212,8 @@ def heldout_acceptance(model, batches: list[AnchorBatch]) -> dict:
     accepted, blocks = torch.zeros(b), 0  # accepted[k]: full blocks whose first k slots were all right
     for batch in batches:
         labels = block_labels(batch, b)[:, :, 1:]  # [B, A, b - 1]
-        correct = anchor_block_logits(model, batch)[:, :, 1:].argmax(-1) == labels
+        guess = anchor_block_logits(model, batch, vocab)[:, :, 1:].argmax(-1)  # [B, A, b - 1]
+        correct = (guess if vocab is None else vocab.to(guess.device)[guess]) == labels
         valid = labels != IGNORE
         hits += (correct & valid).sum((0, 1)).float().cpu()
         counts += valid.sum((0, 1)).float().cpu()

@@ -9,11 +9,14 @@ from pathlib import Path
 import torch
 
 from specdiff.drafters.dflash_model import DFlashModel, default_layers
+from specdiff.hf_compat import RowsHead
 from specdiff.training.cards import fact_table, machine_label, write_card
+from specdiff.training.distill import reply_draft_vocab
 from specdiff.training.dflash import AnchorSampler, DFlashObjective, heldout_acceptance, paper_gamma
 from specdiff.training.features import TeacherFeatures
 from specdiff.training.heads import HELDOUT_SEED, load_target
 from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
+from specdiff.vocab import DRAFT_VOCAB_FILE, write_draft_vocab
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -26,7 +29,9 @@ class DFlashRecipe:
     fused_masks: mask rows add the anchor's embedding and the last context row (`drafters.dflash_model`).
     teacher_layers / teacher_dtype: the `TeacherFeatures` set to read, computed with the target in that
     dtype (both name its cache entry); None: the drafter's layers plus the LM head's input, the set the
-    EAGLE recipe builds too (SmolLM2: 2, 15, 27, 30), so one build serves both."""
+    EAGLE recipe builds too (SmolLM2: 2, 15, 27, 30), so one build serves both. draft_vocab: rows of the
+    reduced LM head it trains and drafts over (the most frequent reply tokens, shipped as draft_vocab.json
+    beside it); 0 or >= the target's vocabulary keeps the whole head."""
 
     name: str
     target: str
@@ -43,12 +48,15 @@ class DFlashRecipe:
     fused_masks: bool = True
     teacher_layers: tuple[int, ...] | None = None
     teacher_dtype: str = "bfloat16"
+    draft_vocab: int = 8192
     command: str = ""
 
     def __post_init__(self):
         if self.block_size < 2 or self.num_layers < 1 or self.anchors < 1:
             raise ValueError(f"need block_size >= 2, num_layers >= 1 and anchors >= 1, got {self.block_size}, "
                              f"{self.num_layers}, {self.anchors}")
+        if self.draft_vocab < 0:
+            raise ValueError(f"draft_vocab must be >= 0 (0: the whole LM head), got {self.draft_vocab}")
         if self.teacher_dtype not in DTYPES:
             raise ValueError(f"teacher_dtype must be one of {DTYPES}, got {self.teacher_dtype!r}")
         if self.layers and self.teacher_layers and not set(self.layers) <= set(self.teacher_layers):
@@ -77,21 +85,38 @@ def run_dflash(recipe: DFlashRecipe, work_dir: Path, out_dir: Path, steps: int |
     sampler = AnchorSampler(train_features, layers, config.seq_len, config.batch_size, recipe.anchors, config.seed)
     heldout = AnchorSampler(heldout_features, layers, config.seq_len, config.batch_size, recipe.anchors, HELDOUT_SEED)
     eval_batches = heldout.fixed_batches(config.eval_batches)
+    vocab, vocab_about = draft_vocabulary(recipe, target)
     torch.manual_seed(config.seed)
     model = DFlashModel.for_target(target, layers, recipe.block_size, recipe.num_layers, name=recipe.target,
                                    fused_masks=recipe.fused_masks).train()
     device = PartialState().device
     on_device = [batch.to(device) for batch in eval_batches]
-    result = train(model, DFlashObjective(recipe.gamma), sampler.batch, eval_batches, config, work_dir / recipe.name,
-                   desc=f"training {recipe.name}", metrics=lambda m: {"tau": heldout_acceptance(m, on_device)["tau"]})
+    result = train(model, DFlashObjective(recipe.gamma, vocab), sampler.batch, eval_batches, config,
+                   work_dir / recipe.name, desc=f"training {recipe.name}",
+                   metrics=lambda m: {"tau": heldout_acceptance(m, on_device, vocab)["tau"]})
     if not result.interrupted:
-        acceptance = heldout_acceptance(model, on_device)
-        export_dflash(recipe, model.eval(), result, acceptance, config, out_dir)
+        acceptance = heldout_acceptance(model, on_device, vocab)
+        vocab_card = None if vocab is None else {"size": len(vocab), **vocab_about}
+        export_dflash(recipe, model.eval(), result, acceptance, config, out_dir, vocab_card)
+        (out_dir / DRAFT_VOCAB_FILE).unlink(missing_ok=True)  # a whole-head drafter must not keep an old one
+        if vocab is not None:
+            write_draft_vocab(out_dir, vocab, vocab_about)
     return result
 
 
+def draft_vocabulary(recipe: DFlashRecipe, target) -> tuple[torch.Tensor | None, dict]:
+    """The recipe's draft vocabulary [N] and what its file says of it, or (None, {}) for the whole head.
+    Refused (ValueError) on a target whose logits are not its LM head's product (soft-capping, scaling)."""
+    V = target.get_output_embeddings().weight.shape[0]
+    if recipe.draft_vocab == 0 or recipe.draft_vocab >= V:
+        return None, {}
+    vocab, about = reply_draft_vocab(recipe.data, recipe.draft_vocab, V)
+    RowsHead(target, vocab).check(target)
+    return vocab, about
+
+
 def export_dflash(recipe: DFlashRecipe, model: DFlashModel, result: TrainResult, acceptance: dict,
-                  config: TrainConfig, out: Path) -> Path:
+                  config: TrainConfig, out: Path, draft_vocab: dict | None = None) -> Path:
     """The drafter (config.json + model.safetensors, trained weights in fp16) and its card (card.json, README.md)."""
     model.save_pretrained(out)
     shared = model.shared_names()
@@ -107,6 +132,7 @@ def export_dflash(recipe: DFlashRecipe, model: DFlashModel, result: TrainResult,
         "block_size": model.config.block_size,
         "num_layers": recipe.num_layers,
         "fused_masks": model.config.fused_masks,
+        "draft_vocab": draft_vocab,  # None: the whole LM head
         "parameters_trained": sum(p.numel() for name, p in model.named_parameters() if name not in shared),
         "data": recipe.data,
         "labels": "the target's own reply tokens (its greedy and sampled replies)",
@@ -149,6 +175,9 @@ def card_markdown(card: dict, out: Path) -> str:
         ("steps", f"{card['steps']} (batch {config['batch_size']} x {card['anchors_per_sequence']} blocks, rows of "
                   f"{config['seq_len']} tokens)"),
         ("loss", f"slot k weighs exp(-(k - 1) / {card['gamma']})"),
+        ("draft vocabulary", "the whole LM head" if not card.get("draft_vocab") else
+         f"{card['draft_vocab']['size']:,} most frequent reply tokens (`draft_vocab.json`; "
+         f"{card['draft_vocab']['heldout_coverage']} of held-out reply tokens); trained and drafted over them"),
         ("held-out loss", card["heldout_loss"]),
         ("held-out tau (argmax chain, bonus included)", f"{acceptance['tau']} over {acceptance['blocks']:,} blocks"),
         ("held-out tau by training tokens", ", ".join(f"{tau} at {tokens / 1e6:.2f}M" for tokens, tau in

@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 STATE_FILE = "trainer_state.json"
+MIXED_PRECISION = ("no", "bf16")
 
 
 class Objective(Protocol):
@@ -43,8 +44,13 @@ class TrainConfig:
     eval_batches: int = 8
     save_every: int = 200
     seed: int = 0
+    # The training forward's precision: "no" (fp32) or "bf16" (torch.autocast; on CPUs with AMX or
+    # AVX512-BF16 a step runs 2-4x faster, and bf16 needs no loss scaling). Evaluation stays in fp32.
+    mixed_precision: str = "no"
 
     def __post_init__(self):
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -136,7 +142,10 @@ def train(
             step = state["step"]
             # Each process takes its own slice of the global batch stream.
             batch = sample_batch(step * accelerator.num_processes + accelerator.process_index)
-            loss = objective.loss(model, batch.to(accelerator.device))
+            # Our own autocast, not Accelerator(mixed_precision=...): objectives call the model's parts (not
+            # only the forward accelerate wraps), and accelerate allows one precision per process.
+            with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=config.mixed_precision == "bf16"):
+                loss = objective.loss(model, batch.to(accelerator.device))
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
