@@ -7,6 +7,9 @@ Every SpecDiff row is checked against HF greedy token for token. Prints tokens/s
     OMP_NUM_THREADS=1 python benchmarks/draft_threshold.py [--max-new-tokens 64] [--per-category 2]
 
 `--heads auto,full` compares the small LM's reduced draft head (its draft_vocab.json) with its whole head.
+`--dflash NAME|DIR` adds a DFlash drafter's chain (`Chain(threshold)`: cut before the first position with
+probability <= the delta) and its OPT-Tree (delta = OPT-Tree's threshold); `--no-ar --no-eagle` leaves
+only those.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from specdiff import SpecDiff, zoo
 from specdiff.bench import assistant_settings, load_prompts
 from specdiff.conversation import Conversation
-from specdiff.drafters import AutoregressiveDrafter, EagleDrafter
+from specdiff.drafters import AutoregressiveDrafter, EagleDrafter, TargetDiffusionDrafter
 from specdiff.trees import Chain, OptTree
 
 CATEGORIES = ("translation", "summarization", "qa", "math_reasoning", "rag")
@@ -30,14 +33,17 @@ CATEGORIES = ("translation", "summarization", "qa", "math_reasoning", "rag")
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--per-category", default=2, show_default=True)
 @click.option("--deltas", default="none,0.2,0.4,0.6", show_default=True, help="comma-separated; none = no cut")
+@click.option("--ar/--no-ar", default=True, show_default=True, help="the small LM's chain and tree")
 @click.option("--eagle/--no-eagle", default=True, show_default=True, help="also the EAGLE drafter's chain and tree")
+@click.option("--dflash", default=None, help="also this DFlash drafter's chain and OPT-Tree (zoo name or directory)")
 @click.option("--heads", default="auto", show_default=True,
               help="comma-separated LM heads of the small LM's drafts: auto (its draft_vocab.json, 8192 tokens), "
                    "full (all 49152)")
-def main(max_new_tokens, per_category, deltas, eagle, heads):
+def main(max_new_tokens, per_category, deltas, ar, eagle, dflash, heads):
     target, tokenizer = zoo.load("smollm2-135m-instruct", dtype="float32")
     small, _ = zoo.load("smollm2-135m-instruct-small", dtype="float32")
     eagle_model = EagleDrafter.from_pretrained(zoo.path("smollm2-135m-instruct-eagle"), target).eagle if eagle else None
+    dflash_dir = None if dflash is None else (dflash if Path(dflash).exists() else zoo.path(dflash))
     data = Path(__file__).resolve().parents[2] / "shared/data/spec_bench/question.jsonl"
     prompts = [Conversation(tokenizer).prompt_ids(p.turns[0])
                for p in load_prompts(str(data), categories=CATEGORIES, per_category=per_category)]
@@ -67,7 +73,7 @@ def main(max_new_tokens, per_category, deltas, eagle, heads):
 
     runs = {"hf-generate": hf(), "hf-assisted": assisted(0.0), "hf-assisted-conf0.4": assisted(0.4)}
     for cut in cuts:
-        for head in heads.split(","):
+        for head in heads.split(",") if ar else ():
             vocab = {"auto": "auto", "full": None}[head]
             label = "" if heads == "auto" else f" [{head} head]"
             runs[f"ar d={cut}{label}"] = spec(
@@ -83,6 +89,11 @@ def main(max_new_tokens, per_category, deltas, eagle, heads):
             runs[f"eagle-tree d={cut}"] = spec(
                 lambda cut=cut: EagleDrafter(eagle_model, target, k=6, top_k=4, tree_threshold=cut),
                 OptTree(node_budget=16, max_depth=6))
+        if dflash_dir is not None:
+            runs[f"dflash d={cut}"] = spec(lambda: TargetDiffusionDrafter.from_pretrained(dflash_dir, target),
+                                           Chain(cut or 0.0))
+            runs[f"dflash-opt-tree d={cut}"] = spec(lambda: TargetDiffusionDrafter.from_pretrained(dflash_dir, target),
+                                                    OptTree(node_budget=16, max_depth=15, threshold=cut or 0.0))
     for run in runs.values():
         run(prompts[0])  # warm-up, untimed
     totals = {name: [0, 0.0, 0, True] for name in runs}  # tokens, seconds, target forwards, equal to greedy

@@ -323,6 +323,7 @@ class DFlashMethod:
     search: str = "chain"  # "chain" | "cps" | "opt-tree"
     adaptive: bool = False
     node_budget: int = 16  # opt-tree
+    threshold: float = 0.0  # chain: stop before the first position drafted with probability <= this (0: never)
     default_drafter: str | None = "smollm2-135m-instruct-dflash"
 
     def __post_init__(self):
@@ -358,7 +359,7 @@ class DFlashMethod:
         elif self.search == "opt-tree":
             tree = OptTree(node_budget=self.node_budget, max_depth=k)
         else:
-            tree = Chain()
+            tree = Chain(self.threshold)
         return MethodParts(drafter, tree, policy)
 
 

@@ -279,7 +279,8 @@ def test_reduced_head_is_the_full_heads_columns_and_scores_the_same(pattern):
         torch.testing.assert_close(anchor_block_logits(model, batch, vocab), full[..., vocab])
         # the whole vocabulary as the draft vocabulary: the same loss and acceptance as the plain head
         everything = torch.arange(V)
-        torch.testing.assert_close(DFlashObjective(vocab=everything).loss(model, batch), DFlashObjective().loss(model, batch))
+        torch.testing.assert_close(DFlashObjective(vocab=everything).loss(model, batch),
+                                   DFlashObjective().loss(model, batch))
     assert heldout_acceptance(model, heldout, everything) == heldout_acceptance(model, heldout)
     # without the pattern's tokens in it, a slot can only miss: accuracy falls to what the rest explains
     labels = torch.cat([block_labels(b, model.config.block_size)[:, :, 1:].flatten() for b in heldout])
@@ -289,6 +290,24 @@ def test_reduced_head_is_the_full_heads_columns_and_scores_the_same(pattern):
     assert reduced["tau"] < heldout_acceptance(model, heldout)["tau"]
     share_left = float(torch.isin(labels[labels != IGNORE], rest).float().mean())
     assert max(reduced["accuracy_by_position"]) <= share_left + 1e-6
+
+
+def test_a_confidence_cut_chain_is_lossless_and_drafts_less(pattern):
+    """Chain(threshold): the chain stops before the first position drafted with probability <= 0.9."""
+    target, model, _, _ = pattern
+    plain = methods.build("dflash", target, None, model)
+    parts = methods.DFlashMethod("dflash-cut", "a test", threshold=0.9).build(target, None, model,
+                                                                              methods.MethodOptions())
+    cut = SpecDiff(target, parts.drafter, tree=parts.tree, draft_length=parts.draft_length)
+    drafted = {"plain": 0, "cut": 0}
+    for row in pattern_rows(6, seed=4):
+        prompt = row[:PROMPT][None]
+        expected = tiny.reference(target, prompt, 24)
+        for name, spec in (("plain", plain), ("cut", cut)):
+            result = spec.generate(prompt, max_new_tokens=24)
+            assert result.token_ids == expected, name
+            drafted[name] += result.stats.drafted_tokens
+    assert 0 < drafted["cut"] < drafted["plain"]
 
 
 # --- sampling ----------------------------------------------------------------------------------

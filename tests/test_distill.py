@@ -198,3 +198,45 @@ def test_config_and_cli_reject_bad_values():
         args = ["train", "data", "--out", "/nonexistent/never-written", "--prompts", "5", flag, value]
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2 and flag in result.output, result.output
+
+
+def test_features_of_a_grown_data_set_compute_only_the_new_records(tmp_path, monkeypatch):
+    """`specdiff train data` appends records: a build starts from the finished build of the first ones."""
+    from specdiff.training import features as features_module
+    from specdiff.training.features import TeacherFeatures
+
+    target = tiny.build("llama")
+    data = tmp_path / "data"
+    distill.open_plan(data, distill.DistillConfig(target="tiny", prompts=60), lambda: [])
+    (data / distill.SHARD_DIR).mkdir()
+    g = np.random.default_rng(0)
+
+    def add_shard(index, records):
+        batch = {"prompt_ids": [g.integers(3, 200, 5).tolist() for _ in range(records)],
+                 "response_ids": [g.integers(3, 200, int(g.integers(4, 12))).tolist() for _ in range(records)],
+                 "records": [{}] * records}
+        distill.write_shard(data, index, batch, 0.0)
+
+    add_shard(0, 40)
+    first = TeacherFeatures.build(target, data, (1, 2), target_name="tiny", cache_dir=tmp_path / "cache", progress=False)
+    add_shard(1, 20)
+    computed = []
+    original = features_module.teacher_hidden_states
+
+    def counting(model, ids, layers, batch_size=8):
+        computed.extend(ids)
+        return original(model, ids, layers, batch_size)
+
+    monkeypatch.setattr(features_module, "teacher_hidden_states", counting)
+    grown = TeacherFeatures.build(target, data, (1, 2), target_name="tiny", cache_dir=tmp_path / "cache", progress=False)
+    assert len(computed) == len(grown) - len(first) > 0  # only the new records went through the target
+    fresh = TeacherFeatures.build(target, data, (1, 2), target_name="tiny", cache_dir=tmp_path / "other",
+                                  progress=False)
+    # equal up to fp16 rounding: records are batched (and padded) with other neighbours in another build
+    np.testing.assert_allclose(np.asarray(grown.states, np.float32), np.asarray(fresh.states, np.float32),
+                               rtol=1e-2, atol=1e-3)
+    np.testing.assert_array_equal(grown.token_ids, fresh.token_ids)
+    # another layer set (or target, split, dtype) is never a prefix: nothing is copied
+    computed.clear()
+    TeacherFeatures.build(target, data, (2,), target_name="tiny", cache_dir=tmp_path / "cache", progress=False)
+    assert len(computed) == len(grown)

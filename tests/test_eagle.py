@@ -19,7 +19,7 @@ from specdiff.kv import CachedLM
 from specdiff.training import distill
 from specdiff.training.data import WindowSampler
 from specdiff.training.eagle import EagleObjective, FeatureSampler, chain_acceptance, frequent_tokens, step_labels
-from specdiff.training.eagle_recipe import EagleRecipe, export_eagle, warm_start
+from specdiff.training.eagle_recipe import EagleRecipe, export_eagle, kept_vocab, warm_start
 from specdiff.training.features import TeacherFeatures
 from specdiff.training.loop import TrainConfig, train
 from specdiff.training.objectives import CausalLMObjective
@@ -218,6 +218,9 @@ def test_warm_start_loads_a_matching_drafter_and_names_the_fix_otherwise(tmp_pat
     other_vocab[0] = 1  # as many ids, not the same ones
     with pytest.raises(ValueError, match="draft vocabulary's ids"):
         warm_start(random_eagle(model, (1, 2), other_vocab), str(tmp_path / "shipped"))
+    # grown data reorder the frequent tokens: a warm start keeps the drafter's own ids (its head's rows)
+    assert torch.equal(kept_vocab(str(tmp_path / "shipped"), other_vocab), EVERY_THIRD)
+    assert torch.equal(kept_vocab(str(tmp_path / "shipped"), other_vocab[:5]), other_vocab[:5])  # another size
 
 
 # --- training on a patterned target ----------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""The shared accelerate training loop: a few steps, checkpoints, exact resume after Ctrl-C."""
+"""The shared accelerate training loop: a few steps, checkpoints, exact resume after Ctrl-C or a stop signal."""
+
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -49,6 +52,26 @@ def test_interrupted_run_resumes_exactly(sampler, tmp_path):
     for (name, a), (_, b) in zip(reference.named_parameters(), resumed_model.named_parameters()):
         torch.testing.assert_close(a, b, msg=name)
     assert second.eval_loss < np.log(64)  # it learned something on this stream's windows
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_leaves_a_checkpoint(sampler, tmp_path, signum):
+    """kill / a scheduler's SIGTERM, and SIGINT even where it was ignored (a job started in the background)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def signalling(step):
+        if step == 2:
+            os.kill(os.getpid(), signum)  # delivered before the next bytecode: step 2 never runs
+        return sampler.batch(step)
+
+    try:
+        result = train(tiny_llama(), CausalLMObjective(), signalling, sampler.fixed_batches(1), CONFIG, tmp_path)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the loop's handlers are gone again
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.interrupted and result.step == 2
+    resumed = train(tiny_llama(seed=5), CausalLMObjective(), sampler.batch, sampler.fixed_batches(1), CONFIG, tmp_path)
+    assert resumed.step == CONFIG.steps and not resumed.interrupted
 
 
 def test_distillation_objective_runs(sampler, tmp_path):

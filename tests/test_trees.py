@@ -61,6 +61,18 @@ def test_chain_over_a_lattice_is_the_argmax_path():
     assert tree.tokens.tolist() == [30, 41] and tree.parents.tolist() == [-1, 0]
 
 
+def test_chain_stops_before_the_first_unsure_position():
+    # argmax probabilities 0.5 then 0.7: at 0.6 the first position is unsure, so nothing is drafted
+    assert Chain(0.6).build(LATTICE, budget=4).num_nodes == 0
+    tree = Chain(0.5).build(LATTICE, budget=4)  # <= 0.5 is unsure too
+    assert tree.num_nodes == 0
+    tree = Chain(0.4).build(LATTICE, budget=4)
+    assert tree.tokens.tolist() == [30, 41] and tree.draft_probs.tolist() == pytest.approx([0.5, 0.7])
+    assert Chain(0.4).build(LATTICE, budget=1).tokens.tolist() == [30]
+    with pytest.raises(ValueError, match="threshold"):
+        Chain(1.0)
+
+
 # --- graphs and pictures ----------------------------------------------------------------------
 
 

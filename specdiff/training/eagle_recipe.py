@@ -94,6 +94,8 @@ def run_eagle(recipe: EagleRecipe, work_dir: Path, out_dir: Path, steps: int | N
                 for split in ("train", "heldout")}
     V = target.get_output_embeddings().weight.shape[0]
     vocab = frequent_tokens(features["train"], recipe.draft_vocab, V) if recipe.draft_vocab < V else None
+    if recipe.init and vocab is not None:
+        vocab = kept_vocab(recipe.init, vocab)
     eagle = EagleModel.for_target(target, layers, vocab, name=recipe.target, dtype=torch.float32)
     started_from = warm_start(eagle, recipe.init) if recipe.init else None
     del target  # the drafter holds the embedding and LM head it borrowed
@@ -114,16 +116,29 @@ def run_eagle(recipe: EagleRecipe, work_dir: Path, out_dir: Path, steps: int | N
     return result
 
 
+def _init_directory(init: str) -> Path:
+    from specdiff import zoo
+
+    directory = Path(init)
+    return zoo.path(init) if not directory.exists() and init in zoo.available() else directory
+
+
+def kept_vocab(init: str, vocab: torch.Tensor) -> torch.Tensor:
+    """The draft vocabulary of a warm start: the init drafter's own ids when it has as many as `vocab` (the
+    data's most frequent tokens now): its LM-head rows were trained for those ids, and data that grew since
+    reorder the frequent tokens a little. Otherwise `vocab` (`warm_start` then names the mismatch)."""
+    before = EagleModel.from_pretrained(_init_directory(init))
+    if before.config.draft_vocab_size == len(vocab):
+        return before.draft_vocab.clone()
+    return vocab
+
+
 def warm_start(eagle: EagleModel, init: str) -> dict:
     """Load an exported drafter's weights into `eagle` (fresh, shaped by the recipe); returns what the card
     says of it: its path and the steps it had been trained for."""
     import json
 
-    from specdiff import zoo
-
-    directory = Path(init)
-    if not directory.exists() and init in zoo.available():
-        directory = zoo.path(init)
+    directory = _init_directory(init)
     before = EagleModel.from_pretrained(directory)
     ours, theirs = asdict(eagle.config), asdict(before.config)
     differ = [key for key in ("feature_layers", "draft_vocab_size", "hidden_size", "vocab_size", "num_target_layers")

@@ -5,7 +5,8 @@ them every epoch costs a teacher forward per token (~500 tokens/s on one CPU thr
 `TeacherFeatures.build` runs it once per (dataset, target, layers, dtype) and stores the result as one
 flat float16 array [tokens, layers, H] (a numpy memmap: a 300k-token set at 4 layers of 576 is ~1.4 GB
 on disk, read lazily). The build resumes after an interruption: it writes record groups in order and
-records how far it got.
+records how far it got. A data set that grew (`specdiff train data` appends records) starts from the
+largest finished build of its first records, so only the new records cost a teacher forward.
 
 Layers index `output_hidden_states` as `distill.teacher_hidden_states` does: 0 is the embeddings, i the
 output of decoder layer i, and the last one is the LM head's input (after the final norm, for Llama).
@@ -79,13 +80,40 @@ class TeacherFeatures:
     # --- building ---------------------------------------------------------------------------------
 
     @staticmethod
-    def key(dataset: DistillDataset, split: str, target_name: str, layers: Sequence[int], dtype: torch.dtype) -> str:
-        """Names the cache entry: the dataset's records (count and content hash), target, layers, dtype."""
+    def key(dataset: DistillDataset, split: str, target_name: str, layers: Sequence[int], dtype: torch.dtype,
+            records: int | None = None) -> str:
+        """Names the cache entry: the dataset's records (count and content hash), target, layers, dtype.
+        records: the key of the first `records` records only (a smaller build of a data set that grew since)."""
+        count = len(dataset) if records is None else records
         digest = hashlib.md5()
-        for index in range(len(dataset)):
+        for index in range(count):
             digest.update(record_ids(dataset, index).astype(np.uint16).tobytes())
         layer_part = "-".join(str(layer) for layer in layers)
-        return f"{target_name}-{split}-{len(dataset)}r-{digest.hexdigest()[:10]}-l{layer_part}-{str(dtype).split('.')[-1]}"
+        return f"{target_name}-{split}-{count}r-{digest.hexdigest()[:10]}-l{layer_part}-{str(dtype).split('.')[-1]}"
+
+    @classmethod
+    def _copy_prefix(cls, directory: Path, dataset: DistillDataset, split: str, name: str, layers: tuple[int, ...],
+                     dtype: torch.dtype, states: np.memmap) -> int:
+        """Fill `states` from the largest finished build of a prefix of these records (same target, split,
+        layers, dtype), and return how many records it covered (0: none). `specdiff train data` only
+        appends records, so a data set that grew while drafters trained costs only its new records."""
+        best, source = 0, None
+        for other in directory.parent.glob(f"{name}-{split}-*"):
+            manifest = other / "manifest.json"
+            if other == directory or not manifest.is_file():
+                continue
+            records = int(json.loads(manifest.read_text()).get("records", 0))
+            if best < records < len(dataset) and other.name == cls.key(dataset, split, name, layers, dtype, records):
+                best, source = records, other
+        if source is None:
+            return 0
+        tokens = sum(len(record_ids(dataset, i)) for i in range(best))
+        old = np.memmap(source / "states.f16", dtype=np.float16, mode="r", shape=(tokens, *states.shape[1:]))
+        for start in range(0, tokens, 1 << 16):  # in slices: no copy of the whole set in memory
+            end = min(start + (1 << 16), tokens)
+            states[start:end] = old[start:end]
+        states.flush()
+        return best
 
     @classmethod
     def build(cls, target, dataset_dir: str | Path, layers: Sequence[int], split: str = "train",
@@ -110,6 +138,9 @@ class TeacherFeatures:
         done = json.loads(progress_path.read_text())["records_done"] if progress_path.exists() else 0
         mode = "r+" if states_path.exists() and done else "w+"
         states = np.memmap(states_path, dtype=np.float16, mode=mode, shape=shape)
+        if not done:
+            done = cls._copy_prefix(directory, dataset, split, name, layers, dtype, states)
+            progress_path.write_text(json.dumps({"records_done": done}))
         target.eval()
         bar = tqdm(total=len(dataset), initial=done, desc="teacher features", unit="record", disable=not progress)
         for start in range(done, len(dataset), GROUP):

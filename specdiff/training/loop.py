@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -50,7 +53,8 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+            raise ValueError(f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, "
+                             f"got {self.mixed_precision!r}")
         for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -91,6 +95,22 @@ def _save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict, confi
     accelerator.save_state(str(checkpoint))
     if accelerator.is_main_process:
         (checkpoint / STATE_FILE).write_text(json.dumps({**state, "config": asdict(config)}, indent=1))
+
+
+@contextmanager
+def stop_signals_interrupt():
+    """SIGINT and SIGTERM raise KeyboardInterrupt inside the block, so the loop checkpoints before it stops:
+    Ctrl-C, `kill`, a job scheduler's or `timeout`'s SIGTERM, and SIGINT to a job started in the background
+    (which a shell starts with SIGINT ignored) all leave a checkpoint to resume from."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @torch.no_grad()
@@ -138,33 +158,35 @@ def train(
     started = time.perf_counter() - state["train_seconds"]
     interrupted = False
     try:
-        while state["step"] < config.steps:
-            step = state["step"]
-            # Each process takes its own slice of the global batch stream.
-            batch = sample_batch(step * accelerator.num_processes + accelerator.process_index)
-            # Our own autocast, not Accelerator(mixed_precision=...): objectives call the model's parts (not
-            # only the forward accelerate wraps), and accelerate allows one precision per process.
-            with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=config.mixed_precision == "bf16"):
-                loss = objective.loss(model, batch.to(accelerator.device))
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] = step + 1
-            state["train_seconds"] = time.perf_counter() - started
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if state["step"] % config.eval_every == 0 or state["step"] == config.steps:
-                state["eval_loss"] = evaluate(model, objective, eval_batches, accelerator.device)
-                entry = [state["step"], round(state["eval_loss"], 4)]
-                if metrics is not None:
-                    entry.append(_measure(metrics, accelerator.unwrap_model(model)))
-                state["history"].append(entry)
-                extra = "".join(f", {key} {value}" for key, value in entry[2].items()) if metrics is not None else ""
-                progress.write(f"step {state['step']}: held-out loss {state['eval_loss']:.4f}{extra}")
-            if state["step"] % config.save_every == 0 or state["step"] == config.steps:
-                _save_checkpoint(accelerator, out_dir, state, config)
+        with stop_signals_interrupt():
+            while state["step"] < config.steps:
+                step = state["step"]
+                # Each process takes its own slice of the global batch stream.
+                batch = sample_batch(step * accelerator.num_processes + accelerator.process_index)
+                # Our own autocast, not Accelerator(mixed_precision=...): objectives call the model's parts
+                # (not only the forward accelerate wraps), and accelerate allows one precision per process.
+                bf16 = config.mixed_precision == "bf16"
+                with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=bf16):
+                    loss = objective.loss(model, batch.to(accelerator.device))
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] = step + 1
+                state["train_seconds"] = time.perf_counter() - started
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                if state["step"] % config.eval_every == 0 or state["step"] == config.steps:
+                    state["eval_loss"] = evaluate(model, objective, eval_batches, accelerator.device)
+                    entry = [state["step"], round(state["eval_loss"], 4)]
+                    if metrics is not None:
+                        entry.append(_measure(metrics, accelerator.unwrap_model(model)))
+                    state["history"].append(entry)
+                    extra = "".join(f", {key} {value}" for key, value in (entry[2] if metrics else {}).items())
+                    progress.write(f"step {state['step']}: held-out loss {state['eval_loss']:.4f}{extra}")
+                if state["step"] % config.save_every == 0 or state["step"] == config.steps:
+                    _save_checkpoint(accelerator, out_dir, state, config)
     except KeyboardInterrupt:
         interrupted = True
         progress.write(f"interrupted at step {state['step']}: saving a checkpoint to resume from")
