@@ -480,6 +480,9 @@ register(EagleMethod("eagle-tree", "EAGLE-2 dynamic tree: a 4-wide beam of the E
                      "OPT-Tree keeps the best 16 nodes", k=6, top_k=4, node_budget=16, threshold=DRAFT_CUT))
 register(DFlashMethod("dflash", "DFlash drafter: the target's hidden states condition a block-diffusion drafter, "
                      "a block (15 drafts with blocks of 16) in one forward, argmax chain"))
+register(DFlashMethod("dflash-cut", "DFlash drafter, argmax chain stopped before the first position drafted with "
+                     "probability <= 0.4 (where verify rows cost, the unlikely tail is not verified)",
+                     threshold=DRAFT_CUT))
 register(DFlashMethod("dflash-cps", "DFlash drafter + causal-consistency search (online n-gram of the context)",
                      search="cps"))
 register(DFlashMethod("dflash-opt-tree", "DFlash lattice -> OPT-Tree of 16 nodes", search="opt-tree"))

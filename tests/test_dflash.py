@@ -30,7 +30,7 @@ from test_sampling import P_VALUE
 from test_sampling_e2e import first_tokens_pvalue, small_model
 
 NEW_TOKENS = 20
-METHODS = ["dflash", "dflash-cps", "dflash-opt-tree", "dflash-adl"]
+METHODS = ["dflash", "dflash-cut", "dflash-cps", "dflash-opt-tree", "dflash-adl"]
 
 
 def untrained(target, block_size: int = 5, seed: int = 1, fused_masks: bool = False) -> DFlashModel:

@@ -230,6 +230,7 @@ def test_features_of_a_grown_data_set_compute_only_the_new_records(tmp_path, mon
     monkeypatch.setattr(features_module, "teacher_hidden_states", counting)
     grown = TeacherFeatures.build(target, data, (1, 2), target_name="tiny", cache_dir=tmp_path / "cache", progress=False)
     assert len(computed) == len(grown) - len(first) > 0  # only the new records went through the target
+    assert not first.directory.exists() and grown.directory.exists()  # the superseded build is gone
     fresh = TeacherFeatures.build(target, data, (1, 2), target_name="tiny", cache_dir=tmp_path / "other",
                                   progress=False)
     # equal up to fp16 rounding: records are batched (and padded) with other neighbours in another build

@@ -6,7 +6,8 @@ them every epoch costs a teacher forward per token (~500 tokens/s on one CPU thr
 flat float16 array [tokens, layers, H] (a numpy memmap: a 300k-token set at 4 layers of 576 is ~1.4 GB
 on disk, read lazily). The build resumes after an interruption: it writes record groups in order and
 records how far it got. A data set that grew (`specdiff train data` appends records) starts from the
-largest finished build of its first records, so only the new records cost a teacher forward.
+largest finished build of its first records, so only the new records cost a teacher forward; the
+smaller build is then removed (a data set only grows, so it is not read again).
 
 Layers index `output_hidden_states` as `distill.teacher_hidden_states` does: 0 is the embeddings, i the
 output of decoder layer i, and the last one is the LM head's input (after the final norm, for Llama).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -93,10 +95,10 @@ class TeacherFeatures:
 
     @classmethod
     def _copy_prefix(cls, directory: Path, dataset: DistillDataset, split: str, name: str, layers: tuple[int, ...],
-                     dtype: torch.dtype, states: np.memmap) -> int:
+                     dtype: torch.dtype, states: np.memmap) -> tuple[int, Path | None]:
         """Fill `states` from the largest finished build of a prefix of these records (same target, split,
-        layers, dtype), and return how many records it covered (0: none). `specdiff train data` only
-        appends records, so a data set that grew while drafters trained costs only its new records."""
+        layers, dtype); return how many records it covered (0: none) and its directory. `specdiff train
+        data` only appends records, so a data set that grew while drafters trained costs only its new records."""
         best, source = 0, None
         for other in directory.parent.glob(f"{name}-{split}-*"):
             manifest = other / "manifest.json"
@@ -106,14 +108,14 @@ class TeacherFeatures:
             if best < records < len(dataset) and other.name == cls.key(dataset, split, name, layers, dtype, records):
                 best, source = records, other
         if source is None:
-            return 0
+            return 0, None
         tokens = sum(len(record_ids(dataset, i)) for i in range(best))
         old = np.memmap(source / "states.f16", dtype=np.float16, mode="r", shape=(tokens, *states.shape[1:]))
         for start in range(0, tokens, 1 << 16):  # in slices: no copy of the whole set in memory
             end = min(start + (1 << 16), tokens)
             states[start:end] = old[start:end]
         states.flush()
-        return best
+        return best, source
 
     @classmethod
     def build(cls, target, dataset_dir: str | Path, layers: Sequence[int], split: str = "train",
@@ -138,8 +140,9 @@ class TeacherFeatures:
         done = json.loads(progress_path.read_text())["records_done"] if progress_path.exists() else 0
         mode = "r+" if states_path.exists() and done else "w+"
         states = np.memmap(states_path, dtype=np.float16, mode=mode, shape=shape)
+        superseded = None
         if not done:
-            done = cls._copy_prefix(directory, dataset, split, name, layers, dtype, states)
+            done, superseded = cls._copy_prefix(directory, dataset, split, name, layers, dtype, states)
             progress_path.write_text(json.dumps({"records_done": done}))
         target.eval()
         bar = tqdm(total=len(dataset), initial=done, desc="teacher features", unit="record", disable=not progress)
@@ -156,5 +159,7 @@ class TeacherFeatures:
             "format": FORMAT, "dataset": str(dataset_dir), "split": split, "target": name, "layers": list(layers),
             "dtype": str(dtype), "records": len(dataset), "tokens": int(offsets[-1]), "hidden_size": hidden_size,
         }, indent=1))
+        if superseded is not None:  # the data set only grows: the smaller build (GBs) is not read again
+            shutil.rmtree(superseded, ignore_errors=True)
         states = np.memmap(states_path, dtype=np.float16, mode="r", shape=shape)
         return cls(directory, layers, offsets, prompt_lengths, token_ids, states)
