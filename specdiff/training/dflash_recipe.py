@@ -164,6 +164,16 @@ def _target_loading(target: str) -> str:
             f'tokenizer = AutoTokenizer.from_pretrained("{target}")')
 
 
+def _location(out: Path) -> tuple[str, str]:
+    """How the card's examples name the drafter, in Python and on the command line: by its zoo name when
+    it is shipped, else by its directory."""
+    from specdiff.zoo import SHIPPED_DIR
+
+    if out.resolve().parent == SHIPPED_DIR.resolve():
+        return f'zoo.path("{out.name}")', out.name
+    return f'"{out}"', str(out)
+
+
 def card_markdown(card: dict, out: Path) -> str:
     acceptance, config = card["heldout_acceptance"], card["train_config"]
     facts = fact_table([
@@ -206,10 +216,10 @@ Use it with the target it was trained for (it attaches to the target's embedding
 from specdiff import SpecDiff
 from specdiff.drafters import TargetDiffusionDrafter
 {_target_loading(card['target'])}
-drafter = TargetDiffusionDrafter.from_pretrained("{out}", target)
+drafter = TargetDiffusionDrafter.from_pretrained({_location(out)[0]}, target)
 spec = SpecDiff(target, drafter, tokenizer=tokenizer)  # a chain; tree=specdiff.trees.OptTree(node_budget=16)
 ```
 
-or from the command line: `specdiff generate --target {card['target']} --method dflash --drafter {out} "..."`
+or from the command line: `specdiff generate --target {card['target']} --method dflash --drafter {_location(out)[1]} "..."`
 (methods dflash, dflash-cps, dflash-opt-tree, dflash-adl).
 """

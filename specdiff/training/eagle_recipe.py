@@ -125,8 +125,9 @@ def _init_directory(init: str) -> Path:
 
 def kept_vocab(init: str, vocab: torch.Tensor) -> torch.Tensor:
     """The draft vocabulary of a warm start: the init drafter's own ids when it has as many as `vocab` (the
-    data's most frequent tokens now): its LM-head rows were trained for those ids, and data that grew since
-    reorder the frequent tokens a little. Otherwise `vocab` (`warm_start` then names the mismatch)."""
+    data's most frequent tokens now): it was trained to draft over those ids (its loss left the others out),
+    and data that grew since reorder the frequent tokens a little. Otherwise `vocab` (`warm_start` then
+    names the mismatch)."""
     before = EagleModel.from_pretrained(_init_directory(init))
     if before.config.draft_vocab_size == len(vocab):
         return before.draft_vocab.clone()

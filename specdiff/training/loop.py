@@ -2,7 +2,7 @@
 
 The same code runs on this CPU and under `accelerate launch` on several GPUs. What is learned is
 an `Objective`; the loop owns batching, the schedule, evaluation, checkpoints and resume.
-A checkpoint is written every `save_every` steps, on Ctrl-C and on a crash, and `train` picks up
+A checkpoint is written every `save_every` steps, on Ctrl-C, SIGTERM and a crash, and `train` picks up
 from the newest one in `out_dir` (batches are a pure function of (seed, step), so resume is exact).
 """
 
