@@ -8,8 +8,8 @@ Every SpecDiff row is checked against HF greedy token for token. Prints tokens/s
 
 `--heads auto,full` compares the small LM's reduced draft head (its draft_vocab.json) with its whole head.
 `--dflash NAME|DIR` adds a DFlash drafter's chain (`Chain(threshold)`: cut before the first position with
-probability <= the delta) and its OPT-Tree (delta = OPT-Tree's threshold); `--no-ar --no-eagle` leaves
-only those.
+probability <= the delta) and its OPT-Tree (delta = OPT-Tree's threshold); `--no-ar --no-eagle
+--no-assisted` leaves only those and HF greedy.
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ CATEGORIES = ("translation", "summarization", "qa", "math_reasoning", "rag")
 @click.option("--per-category", default=2, show_default=True)
 @click.option("--deltas", default="none,0.2,0.4,0.6", show_default=True, help="comma-separated; none = no cut")
 @click.option("--ar/--no-ar", default=True, show_default=True, help="the small LM's chain and tree")
+@click.option("--assisted/--no-assisted", "with_assisted", default=True, show_default=True,
+              help="HF assisted generation with the small LM (confidence cut 0 and 0.4)")
 @click.option("--eagle/--no-eagle", default=True, show_default=True, help="also the EAGLE drafter's chain and tree")
 @click.option("--dflash", default=None, help="also this DFlash drafter's chain and OPT-Tree (zoo name or directory)")
 @click.option("--heads", default="auto", show_default=True,
               help="comma-separated LM heads of the small LM's drafts: auto (its draft_vocab.json, 8192 tokens), "
                    "full (all 49152)")
-def main(max_new_tokens, per_category, deltas, ar, eagle, dflash, heads):
+def main(max_new_tokens, per_category, deltas, ar, with_assisted, eagle, dflash, heads):
     target, tokenizer = zoo.load("smollm2-135m-instruct", dtype="float32")
     small, _ = zoo.load("smollm2-135m-instruct-small", dtype="float32")
     eagle_model = EagleDrafter.from_pretrained(zoo.path("smollm2-135m-instruct-eagle"), target).eagle if eagle else None
@@ -71,7 +73,9 @@ def main(max_new_tokens, per_category, deltas, ar, eagle, dflash, heads):
             return result.token_ids, result.stats.target_forwards
         return run
 
-    runs = {"hf-generate": hf(), "hf-assisted": assisted(0.0), "hf-assisted-conf0.4": assisted(0.4)}
+    runs = {"hf-generate": hf()}
+    if with_assisted:
+        runs.update({"hf-assisted": assisted(0.0), "hf-assisted-conf0.4": assisted(0.4)})
     for cut in cuts:
         for head in heads.split(",") if ar else ():
             vocab = {"auto": "auto", "full": None}[head]

@@ -1,0 +1,58 @@
+"""Drafters for the real target side by side on the same held-out blocks: the DFlash and EAGLE drafters
+given (directories or zoo names; a commit's shipped one: `git show REV:PATH > DIR/FILE` first), each scored
+as its training scores it (DFlash: `heldout_acceptance` over random anchor blocks; EAGLE: `chain_acceptance`
+of a chain of 5), on the held-out split of a distillation data set, with the batches its recipe draws
+(HELDOUT_SEED). A held-out set changes when the data grow, so tau from two cards is comparable only here.
+
+    OMP_NUM_THREADS=1 python benchmarks/heldout_compare.py --data datasets/smollm2-135m-instruct \
+        --dflash OLD_DIR --dflash smollm2-135m-instruct-dflash --eagle OLD_DIR --eagle smollm2-135m-instruct-eagle
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import torch
+
+from specdiff import zoo
+from specdiff.drafters import DFlashModel, EagleModel
+from specdiff.training.dflash import AnchorSampler, heldout_acceptance
+from specdiff.training.eagle import FeatureSampler, chain_acceptance
+from specdiff.training.features import TeacherFeatures
+from specdiff.training.heads import HELDOUT_SEED
+from specdiff.vocab import read_draft_vocab
+
+TARGET = "smollm2-135m-instruct"
+
+
+def _directory(spec: str) -> Path:
+    return Path(spec) if Path(spec).exists() else zoo.path(spec)
+
+
+@click.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--dflash", "dflash_dirs", multiple=True, help="a DFlash drafter (directory or zoo name)")
+@click.option("--eagle", "eagle_dirs", multiple=True, help="an EAGLE drafter (directory or zoo name)")
+@click.option("--batches", default=8, show_default=True, help="held-out batches of 8 (the recipes' eval_batches)")
+def main(data, dflash_dirs, eagle_dirs, batches):
+    target, _ = zoo.load(TARGET, dtype=torch.float32)
+    teacher = zoo.load(TARGET, dtype=torch.bfloat16)[0]  # the recipes' teacher dtype: their feature cache
+    layers = (2, 15, 27, target.config.num_hidden_layers)
+    heldout = TeacherFeatures.build(teacher, data, layers, "heldout")
+    for spec in dflash_dirs:
+        model = DFlashModel.from_pretrained(_directory(spec)).attach(target)
+        blocks = AnchorSampler(heldout, model.config.layers, 384, 8, 16, HELDOUT_SEED).fixed_batches(batches)
+        result = heldout_acceptance(model, blocks, read_draft_vocab(_directory(spec)))
+        click.echo(f"dflash {spec}: tau {result['tau']} over {result['blocks']} blocks; top-1 by position "
+                   f"{[round(x, 3) for x in result['accuracy_by_position'][:6]]}")
+    for spec in eagle_dirs:
+        model = EagleModel.from_pretrained(_directory(spec)).attach(target)
+        windows = FeatureSampler(heldout, model.config.feature_layers, 384, 8, HELDOUT_SEED).fixed_batches(batches)
+        result = chain_acceptance(model, windows, 5)
+        click.echo(f"eagle {spec}: tau {result['tau_estimate']}; acceptance by position "
+                   f"{[round(x, 3) for x in result['acceptance']]}")
+
+
+if __name__ == "__main__":
+    main()
