@@ -35,7 +35,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from specdiff.drafters.files import WEIGHTS_FILE, read_config, write_files
 from specdiff.masks import additive_mask
-from specdiff.vocab import to_full_vocab
+from specdiff.vocab import to_draft_indices, to_full_vocab
 
 KIND = "specdiff-eagle"  # in config.json, so an EAGLE directory is never mistaken for a causal LM
 TRAIN_HINT = "train one for it with `specdiff train eagle --target PATH_OR_ZOO_NAME --data DIR --out-dir DIR`"
@@ -244,9 +244,7 @@ class EagleModel(torch.nn.Module):
         """Target ids [...] -> draft-vocabulary indices [...], -1 for tokens outside it."""
         if self.config.draft_vocab_size is None:
             return token_ids
-        index = torch.full((self.config.vocab_size,), -1, dtype=torch.long, device=token_ids.device)
-        index[self.draft_vocab] = torch.arange(len(self.draft_vocab), device=token_ids.device)
-        return index[token_ids]
+        return to_draft_indices(token_ids, self.draft_vocab, self.config.vocab_size)
 
     # --- training-time test ---------------------------------------------------------------------------
 

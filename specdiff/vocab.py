@@ -57,6 +57,14 @@ def to_full_vocab(logits: torch.Tensor, ids: torch.Tensor, size: int) -> torch.T
     return full.index_copy_(-1, ids, logits)
 
 
+def to_draft_indices(token_ids: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
+    """Target ids [...] (in [0, size)) -> indices into a draft vocabulary's `ids` [N], -1 for tokens outside it
+    (the inverse of `to_full_vocab`)."""
+    index = torch.full((size,), -1, dtype=torch.long, device=token_ids.device)
+    index[ids.to(token_ids.device)] = torch.arange(len(ids), device=token_ids.device)
+    return index[token_ids]
+
+
 def write_draft_vocab(directory: str | Path, ids: torch.Tensor, about: dict) -> Path:
     """`draft_vocab.json` in a drafter model's directory: the token ids its reduced LM head keeps, and
     where they came from (`about`: data, count, coverage...)."""

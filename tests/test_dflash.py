@@ -314,7 +314,8 @@ def test_a_confidence_cut_chain_is_lossless_and_drafts_less(pattern):
 
 
 @pytest.mark.parametrize("method,fused,vocab", [("dflash", False, None), ("dflash-opt-tree", False, None),
-                                                ("dflash", True, [0, 1, 3, 4, 6]), ("dflash-opt-tree", True, None)])
+                                                ("dflash", True, [0, 1, 3, 4, 6]), ("dflash-opt-tree", True, None),
+                                                ("dflash-cut", True, None)])
 def test_sampled_tokens_follow_the_target(method, fused, vocab):
     """Also with fused masks, and over a reduced draft vocabulary (q = 0 elsewhere: the residual covers it)."""
     target = small_model(0)

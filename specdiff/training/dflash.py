@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from specdiff.hf_compat import base_model_forward
 from specdiff.masks import additive_mask
 from specdiff.training.features import TeacherFeatures
+from specdiff.vocab import to_draft_indices
 
 IGNORE = -100  # cross_entropy's ignore_index
 
@@ -172,9 +173,8 @@ def to_draft_labels(labels: torch.Tensor, vocab: torch.Tensor | None, vocab_size
     (EAGLE-3's mask: the drafter could never propose it, so it teaches nothing)."""
     if vocab is None:
         return labels
-    index = torch.full((vocab_size,), IGNORE, dtype=torch.long, device=labels.device)
-    index[vocab.to(labels.device)] = torch.arange(len(vocab), device=labels.device)
-    return torch.where(labels == IGNORE, labels, index[labels.clamp(min=0)])
+    draft = to_draft_indices(labels.clamp(min=0), vocab, vocab_size)
+    return torch.where((labels == IGNORE) | (draft < 0), IGNORE, draft)
 
 
 @dataclass

@@ -95,7 +95,7 @@ class TeacherFeatures:
 
     @classmethod
     def _copy_prefix(cls, directory: Path, dataset: DistillDataset, split: str, name: str, layers: tuple[int, ...],
-                     dtype: torch.dtype, states: np.memmap) -> tuple[int, Path | None]:
+                     dtype: torch.dtype, offsets: np.ndarray, states: np.memmap) -> tuple[int, Path | None]:
         """Fill `states` from the largest finished build of a prefix of these records (same target, split,
         layers, dtype); return how many records it covered (0: none) and its directory. `specdiff train
         data` only appends records, so a data set that grew while drafters trained costs only its new records."""
@@ -109,7 +109,7 @@ class TeacherFeatures:
                 best, source = records, other
         if source is None:
             return 0, None
-        tokens = sum(len(record_ids(dataset, i)) for i in range(best))
+        tokens = int(offsets[best])
         old = np.memmap(source / "states.f16", dtype=np.float16, mode="r", shape=(tokens, *states.shape[1:]))
         for start in range(0, tokens, 1 << 16):  # in slices: no copy of the whole set in memory
             end = min(start + (1 << 16), tokens)
@@ -142,7 +142,7 @@ class TeacherFeatures:
         states = np.memmap(states_path, dtype=np.float16, mode=mode, shape=shape)
         superseded = None
         if not done:
-            done, superseded = cls._copy_prefix(directory, dataset, split, name, layers, dtype, states)
+            done, superseded = cls._copy_prefix(directory, dataset, split, name, layers, dtype, offsets, states)
             progress_path.write_text(json.dumps({"records_done": done}))
         target.eval()
         bar = tqdm(total=len(dataset), initial=done, desc="teacher features", unit="record", disable=not progress)

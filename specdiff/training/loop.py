@@ -157,15 +157,15 @@ def train(
     model.train()
     started = time.perf_counter() - state["train_seconds"]
     interrupted = False
+    # Our own autocast, not Accelerator(mixed_precision=...): objectives call the model's parts (not only
+    # the forward accelerate wraps), and accelerate allows one precision per process.
+    bf16 = config.mixed_precision == "bf16"
     try:
         with stop_signals_interrupt():
             while state["step"] < config.steps:
                 step = state["step"]
                 # Each process takes its own slice of the global batch stream.
                 batch = sample_batch(step * accelerator.num_processes + accelerator.process_index)
-                # Our own autocast, not Accelerator(mixed_precision=...): objectives call the model's parts
-                # (not only the forward accelerate wraps), and accelerate allows one precision per process.
-                bf16 = config.mixed_precision == "bf16"
                 with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=bf16):
                     loss = objective.loss(model, batch.to(accelerator.device))
                 accelerator.backward(loss)
@@ -178,13 +178,7 @@ def train(
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 if state["step"] % config.eval_every == 0 or state["step"] == config.steps:
-                    state["eval_loss"] = evaluate(model, objective, eval_batches, accelerator.device)
-                    entry = [state["step"], round(state["eval_loss"], 4)]
-                    if metrics is not None:
-                        entry.append(_measure(metrics, accelerator.unwrap_model(model)))
-                    state["history"].append(entry)
-                    extra = "".join(f", {key} {value}" for key, value in (entry[2] if metrics else {}).items())
-                    progress.write(f"step {state['step']}: held-out loss {state['eval_loss']:.4f}{extra}")
+                    _evaluate_into(state, model, objective, eval_batches, accelerator, metrics, progress)
                 if state["step"] % config.save_every == 0 or state["step"] == config.steps:
                     _save_checkpoint(accelerator, out_dir, state, config)
     except KeyboardInterrupt:
@@ -204,6 +198,18 @@ def train(
         interrupted=interrupted,
         history=list(state["history"]),
     )
+
+
+def _evaluate_into(state: dict, model, objective: Objective, eval_batches, accelerator: Accelerator,
+                   metrics: Callable[[torch.nn.Module], dict] | None, progress) -> None:
+    """Held-out loss (and `metrics`) now: into state["eval_loss"] and state["history"], and printed."""
+    state["eval_loss"] = evaluate(model, objective, eval_batches, accelerator.device)
+    entry = [state["step"], round(state["eval_loss"], 4)]
+    if metrics is not None:
+        entry.append(_measure(metrics, accelerator.unwrap_model(model)))
+    state["history"].append(entry)
+    extra = "".join(f", {key} {value}" for key, value in (entry[2] if metrics else {}).items())
+    progress.write(f"step {state['step']}: held-out loss {state['eval_loss']:.4f}{extra}")
 
 
 @torch.no_grad()
