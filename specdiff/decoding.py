@@ -16,7 +16,7 @@ from specdiff.metrics import GenerationStats
 from specdiff.policies import DraftLengthPolicy
 from specdiff.processing import apply_per_node
 from specdiff.sampling import SamplingSettings
-from specdiff.trees.base import TreeBuilder
+from specdiff.trees.base import MeasuringTreeBuilder, TreeBuilder
 from specdiff.types import DraftTree, tree_depths
 from specdiff.verifiers.hf import HFVerifier, VerifyOutput
 
@@ -76,8 +76,11 @@ def speculative_decode(
             parts.on_step(tree, acceptance)
         # 5. commit
         verifier.commit(acceptance.path, acceptance.next_token)
-        stats.verify_time += verifier.forward_seconds - forward_clock
+        verify_seconds = verifier.forward_seconds - forward_clock
+        stats.verify_time += verify_seconds
         forward_clock = verifier.forward_seconds
+        if isinstance(parts.tree_builder, MeasuringTreeBuilder):  # sizes its trees by what steps cost here
+            parts.tree_builder.observe(tree, len(acceptance.path), verify_seconds, time.perf_counter() - clock)
         rows = [0] + [1 + node for node in acceptance.path]
         new_tokens = acceptance.new_tokens(tree)
         depth = int(tree_depths(tree.parents).max()) + 1 if tree.num_nodes else 0

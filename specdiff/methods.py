@@ -282,6 +282,7 @@ class EagleMethod:
     top_k: int = 1
     node_budget: int | None = None
     threshold: float | None = None  # OPT-Tree's delta (see AutoregressiveMethod)
+    measured: bool = False  # keep the draft's n most probable nodes, n by measured cost (trees.MeasuredSize)
     default_drafter: str | None = "smollm2-135m-instruct-eagle"
 
     def __post_init__(self):
@@ -300,11 +301,14 @@ class EagleMethod:
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import EagleDrafter
         from specdiff.policies import FixedDraftLength
-        from specdiff.trees import Chain, OptTree
+        from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize, OptTree
 
         depth = options.draft_length or self.k
         drafter = EagleDrafter(drafter_model, target, k=depth, top_k=self.top_k, tree_threshold=self.threshold)
         tree = Chain() if self.node_budget is None else OptTree(node_budget=self.node_budget, max_depth=depth)
+        if self.measured:  # the drafter drafts no deeper than the trees kept (plus slack): one forward per depth
+            sized = MeasuredSize(tree)
+            return MethodParts(drafter, sized, MeasuredDraftLength(sized, depth))
         return MethodParts(drafter, tree, FixedDraftLength(depth))
 
 
@@ -324,6 +328,7 @@ class DFlashMethod:
     adaptive: bool = False
     node_budget: int = 16  # opt-tree
     threshold: float = 0.0  # chain: stop before the first position drafted with probability <= this (0: never)
+    measured: bool = False  # keep the draft's n most probable nodes, n by measured cost (trees.MeasuredSize)
     default_drafter: str | None = "smollm2-135m-instruct-dflash"
 
     def __post_init__(self):
@@ -331,6 +336,8 @@ class DFlashMethod:
             raise ValueError(f"search must be 'chain', 'cps' or 'opt-tree', got {self.search!r}")
         if self.node_budget < 1:
             raise ValueError(f"node_budget must be >= 1, got {self.node_budget}")
+        if self.measured and self.adaptive:
+            raise ValueError("measured and adaptive both set the draft length; choose one")
 
     @staticmethod
     def load_drafter(spec: str, dtype, device) -> DFlashModel:
@@ -343,7 +350,7 @@ class DFlashMethod:
         from specdiff.drafters import TargetDiffusionDrafter
         from specdiff.ngram import OnlineNGram
         from specdiff.policies import AdaptiveDraftLength, FixedDraftLength
-        from specdiff.trees import CausalConsistencySearch, Chain, OptTree
+        from specdiff.trees import CausalConsistencySearch, Chain, MeasuredDraftLength, MeasuredSize, OptTree
 
         eos = DecodingConfig.from_model(target).eos_token_ids
         most = drafter_model.config.block_size - 1  # a block can shrink at inference, not grow
@@ -360,6 +367,9 @@ class DFlashMethod:
             tree = OptTree(node_budget=self.node_budget, max_depth=k)
         else:
             tree = Chain(self.threshold)
+        if self.measured:  # a block no longer than the trees kept (plus slack): 16 rows cost ~2x 3 rows
+            sized = MeasuredSize(tree)
+            return MethodParts(drafter, sized, MeasuredDraftLength(sized, k))
         return MethodParts(drafter, tree, policy)
 
 
@@ -478,11 +488,20 @@ register(EagleMethod("eagle", "EAGLE drafter: one decoder layer over the target'
                      "greedy chain of up to 5, cut once its probability is <= 0.4", threshold=DRAFT_CUT))
 register(EagleMethod("eagle-tree", "EAGLE-2 dynamic tree: a 4-wide beam of the EAGLE drafter, up to 6 deep (delta 0.4), "
                      "OPT-Tree keeps the best 16 nodes", k=6, top_k=4, node_budget=16, threshold=DRAFT_CUT))
+register(EagleMethod("eagle-hw", "EAGLE chain as `eagle`, cut to the length that measures fastest on this machine",
+                     threshold=DRAFT_CUT, measured=True))
+register(EagleMethod("eagle-tree-hw", "EAGLE-2 dynamic tree as `eagle-tree`, as many of its 16 nodes as measure "
+                     "fastest on this machine", k=6, top_k=4, node_budget=16, threshold=DRAFT_CUT, measured=True))
 register(DFlashMethod("dflash", "DFlash drafter: the target's hidden states condition a block-diffusion drafter, "
                      "a block (15 drafts with blocks of 16) in one forward, argmax chain"))
 register(DFlashMethod("dflash-cut", "DFlash drafter, argmax chain stopped before the first position drafted with "
                      "probability <= 0.4 (where verify rows cost, the unlikely tail is not verified)",
                      threshold=DRAFT_CUT))
+register(DFlashMethod("dflash-hw", "DFlash drafter, argmax chain cut to the length that measures fastest on this "
+                     "machine (Sequoia's hardware-aware size: verify time by rows, calibrated acceptance)",
+                     measured=True))
+register(DFlashMethod("dflash-opt-tree-hw", "DFlash lattice -> OPT-Tree of up to 16 nodes, as many as measure fastest "
+                     "on this machine", search="opt-tree", measured=True))
 register(DFlashMethod("dflash-cps", "DFlash drafter + causal-consistency search (online n-gram of the context)",
                      search="cps"))
 register(DFlashMethod("dflash-opt-tree", "DFlash lattice -> OPT-Tree of 16 nodes", search="opt-tree"))

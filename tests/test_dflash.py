@@ -19,6 +19,7 @@ from specdiff import SpecDiff, methods
 from specdiff.drafters import DFlashModel, TargetDiffusionDrafter
 from specdiff.drafters.base import DraftContext
 from specdiff.training import distill
+from specdiff.trees import MeasuredDraftLength, MeasuredSize
 from specdiff.training.dflash import (IGNORE, AnchorBatch, AnchorSampler, DFlashObjective, anchor_block_logits,
                                       anchor_block_mask, block_labels, heldout_acceptance, slot_weights,
                                       to_draft_labels)
@@ -26,11 +27,12 @@ from specdiff.training.distill import teacher_hidden_states
 from specdiff.training.features import TeacherFeatures
 from specdiff.training.loop import TrainConfig, train
 from test_cli import assert_clean_failure, invoke, tiny_models  # noqa: F401  (session fixture)
+from test_measured import FixedCost
 from test_sampling import P_VALUE
 from test_sampling_e2e import first_tokens_pvalue, small_model
 
 NEW_TOKENS = 20
-METHODS = ["dflash", "dflash-cut", "dflash-cps", "dflash-opt-tree", "dflash-adl"]
+METHODS = ["dflash", "dflash-cut", "dflash-hw", "dflash-cps", "dflash-opt-tree", "dflash-opt-tree-hw", "dflash-adl"]
 
 
 def untrained(target, block_size: int = 5, seed: int = 1, fused_masks: bool = False) -> DFlashModel:
@@ -315,7 +317,7 @@ def test_a_confidence_cut_chain_is_lossless_and_drafts_less(pattern):
 
 @pytest.mark.parametrize("method,fused,vocab", [("dflash", False, None), ("dflash-opt-tree", False, None),
                                                 ("dflash", True, [0, 1, 3, 4, 6]), ("dflash-opt-tree", True, None),
-                                                ("dflash-cut", True, None)])
+                                                ("dflash-cut", True, None), ("dflash-opt-tree-hw", True, None)])
 def test_sampled_tokens_follow_the_target(method, fused, vocab):
     """Also with fused masks, and over a reduced draft vocabulary (q = 0 elsewhere: the residual covers it)."""
     target = small_model(0)
@@ -324,6 +326,9 @@ def test_sampled_tokens_follow_the_target(method, fused, vocab):
     with torch.no_grad():  # a peaked drafter, so drafts are both accepted and rejected
         model.mask_embedding.normal_(0, 1.0)
     spec = methods.build(method, target, None, model)
+    if isinstance(spec.tree_builder, MeasuredSize):  # sizes by a fixed cost model, not the clock: cuts by value
+        sized = FixedCost(spec.tree_builder.inner, explore=1)
+        spec = SpecDiff(target, spec.drafter, tree=sized, draft_length=MeasuredDraftLength(sized, spec.drafter.k))
     if vocab is not None:
         spec = SpecDiff(target, TargetDiffusionDrafter(model, target, k=spec.drafter.k, draft_vocab=vocab),
                         tree=spec.tree_builder, draft_length=spec.draft_length)

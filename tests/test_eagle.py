@@ -23,8 +23,9 @@ from specdiff.training.eagle_recipe import EagleRecipe, export_eagle, kept_vocab
 from specdiff.training.features import TeacherFeatures
 from specdiff.training.loop import TrainConfig, train
 from specdiff.training.objectives import CausalLMObjective
-from specdiff.trees import OptTree
+from specdiff.trees import Chain, OptTree
 from test_cli import assert_clean_failure, invoke, tiny_models  # noqa: F401  (session fixture)
+from test_measured import FixedCost
 from test_sampling import P_VALUE
 from test_sampling_e2e import PROMPT as SMALL_PROMPT
 from test_sampling_e2e import V as SMALL_V
@@ -127,6 +128,9 @@ SAMPLED = {  # name: (feature layers, draft vocabulary, top_k, tree, options)
     "chain-reduced-warped": ((0, 1), torch.arange(1, 7), 1, None,
                              dict(temperature=0.8, top_k=5, repetition_penalty=1.2)),
     "tree-reduced": ((0, 1), torch.arange(1, 7), 2, OptTree(node_budget=4), dict(temperature=1.0, top_k=0)),
+    # sampled nodes kept or dropped by their drafted probability: fixed candidates from then on
+    "chain-measured": (None, None, 1, FixedCost(Chain(), explore=1), dict(temperature=1.0, top_k=0)),
+    "tree-measured": ((0, 1), None, 2, FixedCost(OptTree(node_budget=4), explore=1), dict(temperature=1.0, top_k=0)),
 }
 
 
@@ -334,7 +338,7 @@ def test_registered_methods_build_and_stay_exact(tmp_path):
     random_eagle(model, (1, 2), EVERY_THIRD).save_pretrained(tmp_path / "eagle")
     prompt = tiny.repetitive_prompt()
     expected = tiny.reference(model, prompt, NEW_TOKENS)
-    for name, depth in (("eagle", 5), ("eagle-tree", 6)):
+    for name, depth in (("eagle", 5), ("eagle-tree", 6), ("eagle-hw", 5), ("eagle-tree-hw", 6)):
         method = methods.get(name)
         eagle = method.load_drafter(str(tmp_path / "eagle"), torch.float32, "cpu")
         spec = methods.build(name, model, None, eagle)

@@ -10,7 +10,7 @@ from specdiff import SpecDiff, TokenLattice
 from specdiff.drafters import AutoregressiveDrafter
 from specdiff.drafters.base import DraftContext, DraftNeeds
 from specdiff.lattice import ContextLattice
-from specdiff.trees import Chain, OptTree, StaticTree, TreeRecorder, draw_tree, to_networkx
+from specdiff.trees import Chain, MeasuredSize, OptTree, StaticTree, TreeRecorder, draw_tree, to_networkx
 from specdiff.types import DraftTree, tree_depths
 
 # --- StaticTree -------------------------------------------------------------------------------
@@ -146,6 +146,7 @@ BUILDERS = {
     "opt-policy": OptTree(threshold=0.05),
     "opt-proxy": OptTree(node_budget=8, proxy=AscendingProxy()),
     "static": StaticTree.from_widths((3, 2, 1, 1)),
+    "measured-opt": MeasuredSize(OptTree(node_budget=6), explore=1),  # its state carries across cases: lossless anyway
 }
 NEW_TOKENS = 20
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from specdiff.types import DraftTree, TokenLattice
 
 
 class TreeBuilder(Protocol):
     def build(self, proposal: TokenLattice | DraftTree, budget: int) -> DraftTree: ...
+
+
+@runtime_checkable
+class MeasuringTreeBuilder(TreeBuilder, Protocol):
+    """A builder that learns from each verified step (e.g. `MeasuredSize`): the loop calls `observe` after
+    the commit with the tree verified, its accepted node count, the target forward's seconds and the step's."""
+
+    def observe(self, tree: DraftTree, accepted: int, verify_seconds: float, step_seconds: float) -> None: ...

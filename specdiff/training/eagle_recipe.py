@@ -248,5 +248,5 @@ tree = SpecDiff(target, EagleDrafter.from_pretrained("{out}", target, k=6, top_k
 ```
 
 or `specdiff generate --target {card['target']} --method eagle --drafter {out} "..."` (`--method eagle-tree`
-for the tree).
+for the tree; `eagle-hw` / `eagle-tree-hw` keep as many nodes as measure fastest on the machine).
 """

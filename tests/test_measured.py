@@ -1,0 +1,146 @@
+"""MeasuredSize (trees/measured.py): the tree cut to the size that measures fastest. The choice by hand from
+given times and probabilities, the exploration ladder, the calibration, the loop's reports, and greedy
+equality with `generate` whatever the clock says (the size never changes which tokens are accepted)."""
+
+import numpy as np
+import pytest
+import torch
+
+import tiny
+from specdiff import SpecDiff, methods
+from specdiff.drafters import AutoregressiveDrafter
+from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize, MeasuringTreeBuilder, OptTree
+from specdiff.types import DraftTree, ProposalKind
+from test_trees import TopKLatticeDrafter
+
+# Path probabilities: node 0 0.9, node 1 (child of 0) 0.9 * 0.5 = 0.45, node 2 (root) 0.3, node 3 (child of 1) 0.09.
+TREE = DraftTree(torch.tensor([11, 12, 13, 14]), torch.tensor([-1, 0, -1, 1]),
+                 torch.tensor([0.9, 0.5, 0.3, 0.2]), None, ProposalKind.IID)
+
+
+class FixedCost(MeasuredSize):
+    """A MeasuredSize timed by a fixed cost model instead of the clock (verify 1 + 0.3 per row, 0.5 more per
+    step) and trusting the drafter's probabilities as they are: sizes by the drafted values alone, cut where
+    a node's path probability falls to ~0.2-0.3, whatever a random test drafter gets accepted."""
+
+    def observe(self, tree, accepted, verify_seconds, step_seconds):
+        verify = 1.0 + 0.3 * (tree.num_nodes + 1)
+        super().observe(tree, accepted, verify, verify + 0.5)
+
+    def calibration(self) -> float:
+        return 1.0
+
+
+def timed(builder: MeasuredSize, seconds_by_rows: dict[int, float], other: float, steps: int = 3):
+    """Feed the builder `steps` steps at each row count, as the loop would, each accepting what it expected."""
+    for rows, seconds in seconds_by_rows.items():
+        for _ in range(steps):
+            builder.observe(DraftTree.chain(torch.arange(rows - 1)), 0, seconds, seconds + other)
+
+
+def test_the_size_maximises_expected_tokens_per_second_by_hand():
+    builder = MeasuredSize(Chain())
+    timed(builder, {1: 0.050, 2: 0.070, 5: 0.130}, other=0.010)  # 20 ms per extra row
+    gains = torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64)
+    # (1 + E_n) / (10 + verify(n + 1)) ms: n=0 1/60, n=1 1.9/80 = 0.02375, n=2 2.4/100 = 0.024, n=3 2.5/120
+    assert builder.best_size(gains) == 2
+    free = MeasuredSize(Chain())
+    timed(free, {1: 0.050, 5: 0.050}, other=0.010)  # rows cost nothing: every node pays
+    assert free.best_size(gains) == 3
+    dear = MeasuredSize(Chain())
+    timed(dear, {1: 0.050, 2: 0.100}, other=0.0)  # a second row doubles the step: nothing below 1.0 pays
+    assert dear.best_size(gains) == 0
+
+
+def test_verify_time_is_interpolated_and_extrapolated():
+    builder = MeasuredSize(Chain())
+    assert builder.verify_seconds(np.array([1, 2])) is None  # nothing timed yet
+    timed(builder, {2: 0.060, 4: 0.080, 8: 0.160}, other=0.0)
+    estimate = builder.verify_seconds(np.array([1, 2, 3, 6, 8, 10]))
+    assert estimate == pytest.approx([0.050, 0.060, 0.070, 0.120, 0.160, 0.200])
+    builder.observe(DraftTree.chain(torch.arange(1)), 0, 1.0, 1.0)  # one slow step among three: the median holds
+    assert builder.verify_seconds(np.array([2]))[0] == pytest.approx(0.060)
+    noisy = MeasuredSize(Chain())
+    timed(noisy, {1: 0.050, 2: 0.090, 4: 0.080}, other=0.0)  # 4 rows timed faster than 2: flat beyond, not falling
+    assert noisy.verify_seconds(np.array([8, 16])) == pytest.approx([0.080, 0.080])
+
+
+def test_kept_nodes_are_the_most_probable_and_a_cut_is_deterministic():
+    builder = MeasuredSize(Chain())
+    builder._steps = builder.explore * 4  # past the ladder of a 4-node draft (4, 0, 1, 2 nodes)
+    timed(builder, {1: 0.050, 2: 0.060, 3: 0.070, 4: 0.075, 5: 0.300}, other=0.0)
+    # (1 + E_n) / verify(n + 1), E_n over 0.9, 0.45, 0.3, 0.09: 1 / 50, 1.9 / 60, 2.35 / 70, 2.65 / 75 (best), 2.74 / 300
+    tree = builder.build(TREE, budget=4)
+    assert tree.tokens.tolist() == [11, 12, 13] and tree.parents.tolist() == [-1, 0, -1]
+    assert tree.kind is ProposalKind.DETERMINISTIC  # kept by value: fixed candidates when sampling
+    whole = MeasuredSize(Chain()).build(TREE, budget=4)  # exploring: the first step drafts the whole tree
+    assert whole.tokens.tolist() == TREE.tokens.tolist() and whole.kind is ProposalKind.IID
+    no_probs = DraftTree(torch.tensor([5, 6]), torch.tensor([-1, 0]))
+    assert MeasuredSize(Chain()).build(no_probs, budget=4).tokens.tolist() == [5, 6]  # prompt lookup: untouched
+
+
+def test_exploration_walks_the_ladder_then_chooses():
+    builder = MeasuredSize(Chain(), explore=1)
+    sizes = []
+    for _ in range(5):
+        tree = builder.build(TREE, budget=4)
+        sizes.append(tree.num_nodes)
+        builder.observe(tree, 0, 0.050 + 0.100 * tree.num_nodes, 0.060 + 0.100 * tree.num_nodes)
+    assert sizes == [4, 0, 1, 2, 0]  # the ladder (whole, none, 1, 2), then rows that cost 2x a step: none
+    with pytest.raises(ValueError, match="explore"):
+        MeasuredSize(Chain(), explore=0)
+
+
+def test_the_draft_length_follows_the_trees_kept():
+    builder = MeasuredSize(Chain(), explore=1)
+    policy = MeasuredDraftLength(builder, most=10, slack=2)
+    lengths = []
+    for _ in range(6):
+        lengths.append(policy.current())
+        tree = builder.build(TREE, budget=4)
+        builder.observe(tree, 0, 0.050 + 0.100 * tree.num_nodes, 0.060 + 0.100 * tree.num_nodes)
+    # the ladder (4, 0, 1, 2 nodes) drafts all it may; then trees of no node: 0 + 2 deep, to grow again from
+    assert lengths == [10, 10, 10, 10, 10, 2] and builder.depth_cap(10, 2) == 2
+    with pytest.raises(ValueError, match="slack"):
+        MeasuredDraftLength(builder, most=4, slack=0)
+    with pytest.raises(ValueError, match="choose one"):
+        methods.DFlashMethod("dflash-both", "a test", adaptive=True, measured=True)
+
+
+def test_calibration_is_accepted_over_expected():
+    builder = MeasuredSize(Chain())
+    assert builder.calibration() == 1.0
+    for accepted in (0, 1, 1, 0):  # the ladder: 4 nodes (E(A) = 0.9 + 0.45 + 0.3 + 0.09), none, 1 (0.9), 2 (1.35)
+        builder.observe(builder.build(TREE, budget=4), accepted, 0.05, 0.06)
+    assert builder.calibration() == pytest.approx(2 / (1.74 + 0 + 0.9 + 1.35))
+
+
+def test_the_loop_reports_every_step():
+    model = tiny.build("llama", "sdpa")
+    prompt = tiny.repetitive_prompt()
+    steps = []
+
+    class Recording(MeasuredSize):
+        def observe(self, tree, accepted, verify_seconds, step_seconds):
+            steps.append((tree.num_nodes, accepted, verify_seconds, step_seconds))
+            super().observe(tree, accepted, verify_seconds, step_seconds)
+
+    builder = Recording(OptTree(node_budget=6))
+    assert isinstance(builder, MeasuringTreeBuilder) and not isinstance(Chain(), MeasuringTreeBuilder)
+    result = SpecDiff(model, AutoregressiveDrafter(model, k=3, top_k=2), tree=builder).generate(prompt, max_new_tokens=12)
+    assert [a for _, a, _, _ in steps] == result.stats.accepted_lengths
+    assert sum(n for n, _, _, _ in steps) == result.stats.drafted_tokens
+    assert all(0 < verify <= step for _, _, verify, step in steps)
+    assert sum(v for _, _, v, _ in steps) == pytest.approx(result.stats.verify_time)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen2"])
+def test_greedy_equals_generate_whatever_the_sizes(model_type):
+    model = tiny.build(model_type, "sdpa")
+    prompt = tiny.repetitive_prompt()
+    expected = tiny.reference(model, prompt, 24)
+    for inner, drafter in ((Chain(), TopKLatticeDrafter(model)), (OptTree(node_budget=6), TopKLatticeDrafter(model)),
+                           (OptTree(node_budget=6), AutoregressiveDrafter(model, k=4, top_k=3))):
+        spec = SpecDiff(model, drafter, tree=MeasuredSize(inner, explore=1))
+        for _ in range(3):  # the ladder, then sizes chosen from what the first generations timed
+            assert spec.generate(prompt, max_new_tokens=24).token_ids == expected

@@ -1,0 +1,156 @@
+"""The tree's size by measured cost (Sequoia's hardware-aware tree size, Chen et al. 2024, §3.3): keep the
+n most probable nodes of a draft, with n chosen per step to maximise expected tokens per second.
+
+Whether an extra verify row pays depends on the hardware: on a GPU 16 rows cost what one costs; on this
+project's CPUs a 16-row fp32 forward of SmolLM2 costs 1.7-2.3x a one-row forward and a bf16 one 1.2x on
+an AMX host (BENCHMARKS.md). A fixed node budget or confidence cut is right for one machine and dtype
+only, so this builder measures instead, on the generation itself:
+
+- verify seconds by rows, from every step (the loop reports each step's verify time, `observe`), median
+  per row count, interpolated between the counts timed;
+- the rest of a step (drafting, search, acceptance, commit), whatever the tree's size;
+- how far the drafter's probabilities are to be trusted: accepted tokens over the expected acceptance
+  E(A) (OPT-Tree's Eq. 3, the sum of path probabilities) of the trees verified, over a window.
+
+Per step it keeps the top-n nodes by path probability (a connected tree: path probability never grows
+down a path), n maximising (1 + c * E_n) / (other + verify(n + 1)). The first steps of a builder's life
+walk a ladder of sizes (the whole draft, none, 1, 2, 4, 8, ... nodes) so that every size has a time.
+Only the tree's size depends on the clock, never which tokens are accepted: lossless either way (a cut
+by probability makes the kept nodes fixed candidates, as OptTree does, when sampling).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+import numpy as np
+import torch
+
+from specdiff.trees.base import TreeBuilder
+from specdiff.trees.opt_tree import path_log_probs
+from specdiff.trees.static import select_nodes
+from specdiff.types import DraftTree, ProposalKind, TokenLattice, tree_depths
+
+
+class MeasuredSize:
+    """`inner`'s tree (e.g. `Chain()`, `OptTree(node_budget=16)`), cut to the size that measures fastest here.
+
+    explore: times each size of the ladder is drafted before sizes are chosen (>= 1). window: steps the times
+    and the calibration are taken over. A tree without draft_probs (prompt lookup) passes through whole.
+    State lives as long as the builder (one `SpecDiff`), across generations: what it timed stays true."""
+
+    def __init__(self, inner: TreeBuilder, explore: int = 2, window: int = 64):
+        if explore < 1 or window < 1:  # without the ladder only the whole draft's size would ever be timed
+            raise ValueError(f"explore and window must be >= 1, got {explore}, {window}")
+        self.inner, self.explore, self.window = inner, explore, window
+        self._verify: dict[int, deque] = {}  # verify rows -> recent verify seconds
+        self._other: deque = deque(maxlen=window)  # step seconds outside the verify forward
+        self._booked: deque = deque(maxlen=window)  # (expected acceptance, accepted) of the trees verified
+        self._steps = 0  # trees built from drafts with probabilities
+        self._expected: float | None = None  # E(A) of the tree just built
+        self._depths: deque = deque(maxlen=window)  # depth of each tree kept after the ladder
+        self._ladder_length = 0  # sizes in the longest ladder so far (a longer draft lengthens it)
+
+    def __repr__(self) -> str:
+        return f"MeasuredSize({self.inner!r})"
+
+    def build(self, proposal: TokenLattice | DraftTree, budget: int) -> DraftTree:
+        tree = self.inner.build(proposal, budget)
+        self._expected = None
+        if tree.draft_probs is None or tree.num_nodes == 0:
+            return tree
+        path_probs = path_log_probs(tree.parents, tree.draft_probs.double().log()).exp()  # [N]
+        order = torch.sort(path_probs, descending=True, stable=True).indices  # a parent before its equal child
+        gains = path_probs[order]  # [N] E_n = gains[:n].sum()
+        n = self._size(gains)
+        chosen = not self.exploring  # n was chosen, not the ladder's
+        self._steps += 1
+        self._expected = float(gains[:n].sum())
+        kept = tree if n == tree.num_nodes else DraftTree.empty() if n == 0 else select_nodes(
+            tree, order[:n].sort().values, ProposalKind.DETERMINISTIC)
+        if chosen:
+            self._depths.append(int(tree_depths(kept.parents).max()) + 1 if n else 0)
+        return kept
+
+    @property
+    def exploring(self) -> bool:
+        """Still walking the ladder of sizes (the draft is then cut to the ladder's size, not chosen)."""
+        return self._steps < self.explore * self._ladder_length
+
+    def depth_cap(self, most: int, slack: int) -> int:
+        """The deepest tree kept over the window plus `slack`, at most `most` (`most` while exploring)."""
+        if self.exploring or not self._depths:
+            return most
+        return min(most, max(self._depths) + slack)
+
+    def observe(self, tree: DraftTree, accepted: int, verify_seconds: float, step_seconds: float) -> None:
+        """A step's outcome, from the decoding loop: the tree verified, how many of its nodes were accepted,
+        the target forward's seconds and the whole step's."""
+        self._verify.setdefault(tree.num_nodes + 1, deque(maxlen=self.window)).append(verify_seconds)
+        self._other.append(max(step_seconds - verify_seconds, 0.0))
+        if self._expected is not None:
+            self._booked.append((self._expected, accepted))
+
+    def calibration(self) -> float:
+        """Accepted tokens per unit of the drafter's expected acceptance, over the window (1 before any)."""
+        expected = sum(e for e, _ in self._booked)
+        if expected <= 0:
+            return 1.0
+        return min(max(sum(a for _, a in self._booked) / expected, 0.05), 2.0)
+
+    def verify_seconds(self, rows: np.ndarray) -> np.ndarray | None:
+        """Median verify seconds of `rows` [R] verify rows: timed, interpolated between the counts timed,
+        linearly extrapolated beyond them (None before two counts are timed)."""
+        if len(self._verify) < 2:
+            return None
+        timed = sorted(self._verify)
+        medians = np.array([statistics.median(self._verify[r]) for r in timed])
+        estimate = np.interp(rows, timed, medians)
+        # slopes of the end segments, never negative: noise must not make more rows look cheaper without bound
+        low = max((medians[1] - medians[0]) / (timed[1] - timed[0]), 0.0)
+        high = max((medians[-1] - medians[-2]) / (timed[-1] - timed[-2]), 0.0)
+        estimate = np.where(rows < timed[0], medians[0] + low * (rows - timed[0]), estimate)
+        estimate = np.where(rows > timed[-1], medians[-1] + high * (rows - timed[-1]), estimate)
+        return np.maximum(estimate, 0.05 * medians.min())
+
+    def best_size(self, gains: torch.Tensor) -> int:
+        """n in 0..N maximising (1 + c * E_n) / (other + verify(n + 1)), gains [N] the path probabilities in
+        descending order; N (the whole draft) while too little is timed to choose."""
+        N = len(gains)
+        sizes = np.arange(N + 1)
+        verify = self.verify_seconds(sizes + 1)
+        if verify is None or not self._other:
+            return N
+        expected = np.concatenate([[0.0], np.cumsum(gains.numpy())])  # [N + 1] E_n
+        rate = (1 + self.calibration() * expected) / (statistics.median(self._other) + verify)
+        return int(rate.argmax())
+
+    def _size(self, gains: torch.Tensor) -> int:
+        N = len(gains)
+        ladder = [N, 0] + [2 ** i for i in range(N.bit_length()) if 2 ** i < N]
+        self._ladder_length = max(self._ladder_length, len(ladder))
+        if self.exploring:
+            return ladder[self._steps % len(ladder)]
+        return self.best_size(gains)
+
+
+class MeasuredDraftLength:
+    """A draft-length policy (policies.DraftLengthPolicy) that follows a `MeasuredSize`: drafting deeper than the
+    trees it keeps costs drafter time for nothing (DFlash: a 16-row block forward is ~2x a 3-row one; EAGLE: one
+    forward per depth). The deepest tree kept over its window plus `slack`, so that it can grow again, at most
+    `most`; `most` while the builder walks its ladder."""
+
+    def __init__(self, sizes: MeasuredSize, most: int, slack: int = 2):
+        if most < 1 or slack < 1:
+            raise ValueError(f"most and slack must be >= 1, got {most}, {slack}")
+        self.sizes, self.most, self.slack = sizes, most, slack
+
+    def current(self) -> int:
+        return self.sizes.depth_cap(self.most, self.slack)
+
+    def update(self, drafted: int, accepted: int, generated_before_eos: int | None = None) -> None:
+        pass  # the builder learns from the loop's own report (MeasuredSize.observe)
+
+    def reset(self) -> None:
+        pass  # what was measured stays true across generations
