@@ -327,7 +327,7 @@ def test_sampled_tokens_follow_the_target(method, fused, vocab):
         model.mask_embedding.normal_(0, 1.0)
     spec = methods.build(method, target, None, model)
     if isinstance(spec.tree_builder, MeasuredSize):  # sizes by a fixed cost model, not the clock: cuts by value
-        sized = FixedCost(spec.tree_builder.inner, explore=1)
+        sized = FixedCost(spec.tree_builder.inner)
         spec = SpecDiff(target, spec.drafter, tree=sized, draft_length=MeasuredDraftLength(sized, spec.drafter.k))
     if vocab is not None:
         spec = SpecDiff(target, TargetDiffusionDrafter(model, target, k=spec.drafter.k, draft_vocab=vocab),

@@ -129,8 +129,8 @@ SAMPLED = {  # name: (feature layers, draft vocabulary, top_k, tree, options)
                              dict(temperature=0.8, top_k=5, repetition_penalty=1.2)),
     "tree-reduced": ((0, 1), torch.arange(1, 7), 2, OptTree(node_budget=4), dict(temperature=1.0, top_k=0)),
     # sampled nodes kept or dropped by their drafted probability: fixed candidates from then on
-    "chain-measured": (None, None, 1, FixedCost(Chain(), explore=1), dict(temperature=1.0, top_k=0)),
-    "tree-measured": ((0, 1), None, 2, FixedCost(OptTree(node_budget=4), explore=1), dict(temperature=1.0, top_k=0)),
+    "chain-measured": (None, None, 1, FixedCost(Chain()), dict(temperature=1.0, top_k=0)),
+    "tree-measured": ((0, 1), None, 2, FixedCost(OptTree(node_budget=4)), dict(temperature=1.0, top_k=0)),
 }
 
 

@@ -38,6 +38,16 @@ def timed(builder: MeasuredSize, seconds_by_rows: dict[int, float], other: float
             builder.observe(DraftTree.chain(torch.arange(rows - 1)), 0, seconds, seconds + other)
 
 
+def test_a_first_time_is_dropped():
+    builder = MeasuredSize(Chain())
+    builder.observe(DraftTree.chain(torch.arange(3)), 0, 9.0, 9.0)  # a kernel's first call at 4 rows
+    builder.observe(DraftTree.empty(), 0, 9.0, 9.0)
+    assert builder.verify_seconds(np.array([1, 4])) is None  # nothing timed yet
+    builder.observe(DraftTree.chain(torch.arange(3)), 0, 0.080, 0.090)
+    builder.observe(DraftTree.empty(), 0, 0.050, 0.060)
+    assert builder.verify_seconds(np.array([1, 4])) == pytest.approx([0.050, 0.080])
+
+
 def test_the_size_maximises_expected_tokens_per_second_by_hand():
     builder = MeasuredSize(Chain())
     timed(builder, {1: 0.050, 2: 0.070, 5: 0.130}, other=0.010)  # 20 ms per extra row
@@ -66,8 +76,8 @@ def test_verify_time_is_interpolated_and_extrapolated():
 
 
 def test_kept_nodes_are_the_most_probable_and_a_cut_is_deterministic():
-    builder = MeasuredSize(Chain())
-    builder._steps = builder.explore * 4  # past the ladder of a 4-node draft (4, 0, 1, 2 nodes)
+    builder = MeasuredSize(Chain(), probe_every=1000)
+    builder._steps = builder.explore * 4 + 1  # past the ladder of a 4-node draft (4, 0, 1, 2 nodes)
     timed(builder, {1: 0.050, 2: 0.060, 3: 0.070, 4: 0.075, 5: 0.300}, other=0.0)
     # (1 + E_n) / verify(n + 1), E_n over 0.9, 0.45, 0.3, 0.09: 1 / 50, 1.9 / 60, 2.35 / 70, 2.65 / 75 (best), 2.74 / 300
     tree = builder.build(TREE, budget=4)
@@ -79,28 +89,31 @@ def test_kept_nodes_are_the_most_probable_and_a_cut_is_deterministic():
     assert MeasuredSize(Chain()).build(no_probs, budget=4).tokens.tolist() == [5, 6]  # prompt lookup: untouched
 
 
-def test_exploration_walks_the_ladder_then_chooses():
-    builder = MeasuredSize(Chain(), explore=1)
+def test_exploration_walks_the_ladder_then_chooses_and_probes():
+    builder = MeasuredSize(Chain(), explore=2, probe_every=4)
     sizes = []
-    for _ in range(5):
+    for _ in range(17):
         tree = builder.build(TREE, budget=4)
         sizes.append(tree.num_nodes)
         builder.observe(tree, 0, 0.050 + 0.100 * tree.num_nodes, 0.060 + 0.100 * tree.num_nodes)
-    assert sizes == [4, 0, 1, 2, 0]  # the ladder (whole, none, 1, 2), then rows that cost 2x a step: none
+    # the ladder twice (whole, none, 1, 2: the first time of each row count is dropped), then rows that cost
+    # 2x a step: none, but every 4th step one node more (or fewer) than chosen, to keep its time fresh
+    assert sizes == [4, 0, 1, 2] * 2 + [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert builder.verify_seconds(np.array([1, 2])) == pytest.approx([0.050, 0.150])
     with pytest.raises(ValueError, match="explore"):
         MeasuredSize(Chain(), explore=0)
 
 
 def test_the_draft_length_follows_the_trees_kept():
-    builder = MeasuredSize(Chain(), explore=1)
+    builder = MeasuredSize(Chain(), probe_every=1000)
     policy = MeasuredDraftLength(builder, most=10, slack=2)
     lengths = []
-    for _ in range(6):
+    for _ in range(10):
         lengths.append(policy.current())
         tree = builder.build(TREE, budget=4)
         builder.observe(tree, 0, 0.050 + 0.100 * tree.num_nodes, 0.060 + 0.100 * tree.num_nodes)
-    # the ladder (4, 0, 1, 2 nodes) drafts all it may; then trees of no node: 0 + 2 deep, to grow again from
-    assert lengths == [10, 10, 10, 10, 10, 2] and builder.depth_cap(10, 2) == 2
+    # the ladder twice (4, 0, 1, 2 nodes) drafts all it may; then trees of no node: 0 + 2 deep, to grow again from
+    assert lengths == [10] * 9 + [2] and builder.depth_cap(10, 2) == 2
     with pytest.raises(ValueError, match="slack"):
         MeasuredDraftLength(builder, most=4, slack=0)
     with pytest.raises(ValueError, match="choose one"):

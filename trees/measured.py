@@ -37,13 +37,17 @@ class MeasuredSize:
     """`inner`'s tree (e.g. `Chain()`, `OptTree(node_budget=16)`), cut to the size that measures fastest here.
 
     explore: times each size of the ladder is drafted before sizes are chosen (>= 1). window: steps the times
-    and the calibration are taken over. A tree without draft_probs (prompt lookup) passes through whole.
+    and the calibration are taken over. probe_every: after the ladder, every probe_every-th step drafts one
+    node more, or one fewer, than chosen (in turn), so the sizes next to the choice keep fresh times and the
+    calibration keeps learning (without it a choice of no draft never sees a draft again, and a size timed
+    slow once, e.g. at a kernel's first call, stays slow). The first time of each row count is dropped: it
+    holds the kernels' one-off set-up. A tree without draft_probs (prompt lookup) passes through whole.
     State lives as long as the builder (one `SpecDiff`), across generations: what it timed stays true."""
 
-    def __init__(self, inner: TreeBuilder, explore: int = 2, window: int = 64):
-        if explore < 1 or window < 1:  # without the ladder only the whole draft's size would ever be timed
-            raise ValueError(f"explore and window must be >= 1, got {explore}, {window}")
-        self.inner, self.explore, self.window = inner, explore, window
+    def __init__(self, inner: TreeBuilder, explore: int = 2, window: int = 64, probe_every: int = 8):
+        if explore < 1 or window < 1 or probe_every < 1:  # without the ladder only the whole draft would be timed
+            raise ValueError(f"explore, window and probe_every must be >= 1, got {explore}, {window}, {probe_every}")
+        self.inner, self.explore, self.window, self.probe_every = inner, explore, window, probe_every
         self._verify: dict[int, deque] = {}  # verify rows -> recent verify seconds
         self._other: deque = deque(maxlen=window)  # step seconds outside the verify forward
         self._booked: deque = deque(maxlen=window)  # (expected acceptance, accepted) of the trees verified
@@ -87,7 +91,11 @@ class MeasuredSize:
     def observe(self, tree: DraftTree, accepted: int, verify_seconds: float, step_seconds: float) -> None:
         """A step's outcome, from the decoding loop: the tree verified, how many of its nodes were accepted,
         the target forward's seconds and the whole step's."""
-        self._verify.setdefault(tree.num_nodes + 1, deque(maxlen=self.window)).append(verify_seconds)
+        rows = tree.num_nodes + 1
+        if rows in self._verify:
+            self._verify[rows].append(verify_seconds)
+        else:  # a first forward of this many rows sets up its kernels: not what it costs from then on
+            self._verify[rows] = deque(maxlen=self.window)
         self._other.append(max(step_seconds - verify_seconds, 0.0))
         if self._expected is not None:
             self._booked.append((self._expected, accepted))
@@ -102,9 +110,9 @@ class MeasuredSize:
     def verify_seconds(self, rows: np.ndarray) -> np.ndarray | None:
         """Median verify seconds of `rows` [R] verify rows: timed, interpolated between the counts timed,
         linearly extrapolated beyond them (None before two counts are timed)."""
-        if len(self._verify) < 2:
+        timed = sorted(r for r, times in self._verify.items() if times)
+        if len(timed) < 2:
             return None
-        timed = sorted(self._verify)
         medians = np.array([statistics.median(self._verify[r]) for r in timed])
         estimate = np.interp(rows, timed, medians)
         # slopes of the end segments, never negative: noise must not make more rows look cheaper without bound
@@ -132,7 +140,11 @@ class MeasuredSize:
         self._ladder_length = max(self._ladder_length, len(ladder))
         if self.exploring:
             return ladder[self._steps % len(ladder)]
-        return self.best_size(gains)
+        best = self.best_size(gains)
+        if self._steps % self.probe_every:
+            return best
+        up = (self._steps // self.probe_every) % 2 == 1  # a neighbour of the choice, above and below in turn
+        return best + 1 if best == 0 or (up and best < N) else best - 1
 
 
 class MeasuredDraftLength:
