@@ -9,7 +9,7 @@
 set -euo pipefail
 out=$1 dtype=$2 set=$3
 data=${SPECDIFF_DATA:-../shared/data}
-methods=(${METHODS:-hf-lookup hf-assisted lookup eagle eagle-tree-hw dflash-cut dflash-hw dflash-opt-tree-hw})
+methods=(${METHODS:-hf-lookup hf-assisted lookup eagle eagle-lookup eagle-tree-lookup dflash-hw dflash-lookup})
 method_flags=()
 for m in "${methods[@]}"; do method_flags+=(-m "$m"); done
 sampling=()

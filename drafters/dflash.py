@@ -26,7 +26,7 @@ from specdiff.kv import CachedLM
 from specdiff.lattice import ContextLattice, LatticePruning, prune_lattice
 from specdiff.masks import context_block_visible
 from specdiff.processing import process_paths
-from specdiff.vocab import resolve_draft_vocab, to_full_vocab
+from specdiff.vocab import resolve_draft_vocab, to_draft_indices, to_full_vocab
 
 
 class TargetDiffusionDrafter:
@@ -54,6 +54,10 @@ class TargetDiffusionDrafter:
         self._ids = None if self.draft_vocab is None else self.draft_vocab.to(self.lm.device)
         self.k, self.pruning = k, pruning
         self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
+        # EOS as rows of the draft head (an EOS outside it is never drafted: probability 0)
+        self._eos_rows = () if self._ids is None else tuple(
+            int(i) for i in to_draft_indices(torch.tensor(self.eos_token_ids, dtype=torch.long), self._ids.cpu(),
+                                             model.config.vocab_size) if i >= 0)
         self.reset()
 
     @classmethod
@@ -74,10 +78,19 @@ class TargetDiffusionDrafter:
 
     @torch.inference_mode()
     def propose(self, ctx: DraftContext) -> ContextLattice:
-        """candidates [L, K], probs [L, K], dists [L, V] with L = min(k, budget) (cut at the first EOS)."""
+        """candidates [L, K], probs [L, K], dists [L, V] with L = min(k, budget) (cut at the first EOS); dists None
+        when greedy over a draft vocabulary."""
         length = min(self.k, ctx.budget)
-        logits = self._block_logits(ctx, length)  # [L, V]
-        logits = process_paths(ctx.processors, ctx.token_ids, [[]] * length, logits.float())
+        logits = self._block_logits(ctx, length).float()  # [L, N]: over the draft vocabulary's ids (N = V without one)
+        if self._ids is not None and ctx.sampling is None and not ctx.processors:
+            # Greedy with nothing context-dependent to apply: rank inside the draft vocabulary and map the kept
+            # candidates to target ids (sorted ids, so ties fall as over the whole head). A softmax and a top-k
+            # over 49,152 columns cost SmolLM2's drafter ~6 ms a step, for rows that are -inf.
+            lattice = prune_lattice(torch.softmax(logits, dim=-1), self._eos_rows, self.pruning)
+            return ContextLattice(self._ids[lattice.candidates], lattice.probs, None, context=tuple(ctx.token_ids))
+        if self._ids is not None:
+            logits = to_full_vocab(logits, self._ids, self.model.config.vocab_size)  # [L, V], -inf outside
+        logits = process_paths(ctx.processors, ctx.token_ids, [[]] * length, logits)
         dists = torch.softmax(logits, dim=-1) if ctx.sampling is None else ctx.sampling.probs(logits)
         return prune_lattice(dists, self.eos_token_ids, self.pruning, context=ctx.token_ids)
 
@@ -116,7 +129,4 @@ class TargetDiffusionDrafter:
         out = self.lm.forward(new_ids + [anchor] * (1 + length), positions, context_block_visible(n, 1 + length),
                               inputs_embeds=rows)
         self.lm.compact(list(range(n)), new_ids)  # the block goes
-        logits = out.logits[n + 1 :]  # [L, V or N]: slot k >= 1 predicts the token at its own position
-        if self._ids is None:
-            return logits
-        return to_full_vocab(logits.float(), self._ids, self.model.config.vocab_size)
+        return out.logits[n + 1 :]  # [L, V or N]: slot k >= 1 predicts the token at its own position

@@ -48,6 +48,11 @@ class PromptLookupDrafter:
         return tree_from_sequences(continuations) if continuations else DraftTree.empty()
 
     def _continuations(self, ctx: DraftContext) -> list[list[int]]:
+        return self.match(ctx)[1]
+
+    def match(self, ctx: DraftContext) -> tuple[int, list[list[int]]]:
+        """(n, continuations): the longest n-gram (ngram down to min_ngram) that ends the context and occurred
+        before, and what followed its most recent occurrences (see the class); (0, []) without a match."""
         ids = torch.tensor(ctx.token_ids)
         depth = min(self.k, ctx.budget)
         for n in range(self.ngram, self.min_ngram - 1, -1):
@@ -64,8 +69,8 @@ class PromptLookupDrafter:
                 if len(continuations) == self.max_branches:
                     break
             if continuations:
-                return continuations
-        return []
+                return n, continuations
+        return 0, []
 
 
 Arm = tuple[int, int]  # (branches, depth): branches 0 drafts nothing; ALL keeps every match

@@ -267,6 +267,27 @@ def _directory_or_zoo(spec: str) -> Path:
     return path
 
 
+# Prompt lookup's part of a hybrid method (drafters.HybridDrafter): `lookup`'s trie of up to 4 matches, 10 deep.
+HYBRID_LOOKUP = PromptLookupMethod("hybrid-lookup", "the lookup half of a hybrid method", measure_shape=False)
+
+
+def _hybrid(target, drafter, model_tree, model_depth: int) -> MethodParts:
+    """`drafter`'s tree (`model_tree` of its proposal, `model_depth` deep) merged with prompt lookup's trie, cut to
+    the size that measures fastest on this machine (MeasuredSize). Lookup drafts its full depth; the model drafter
+    no deeper than the trees kept plus 2 (its forwards cost, lookup's do not)."""
+    from functools import partial
+
+    from specdiff.drafters import HybridDrafter, PromptLookupDrafter
+    from specdiff.policies import FixedDraftLength
+    from specdiff.trees import Chain, MeasuredSize
+
+    lookup = PromptLookupDrafter(ngram=HYBRID_LOOKUP.ngram, k=HYBRID_LOOKUP.k, max_branches=HYBRID_LOOKUP.max_branches,
+                                 min_ngram=HYBRID_LOOKUP.backoff(target))
+    sized = MeasuredSize(Chain())
+    hybrid = HybridDrafter(drafter, lookup, model_tree, model_depth, model_cap=partial(sized.depth_cap, model_depth, 2))
+    return MethodParts(hybrid, sized, FixedDraftLength(hybrid.k))
+
+
 @dataclass(frozen=True)
 class EagleMethod:
     """An EAGLE drafter (one decoder layer over the target's features, autoregressive) drafts a greedy
@@ -283,6 +304,7 @@ class EagleMethod:
     node_budget: int | None = None
     threshold: float | None = None  # OPT-Tree's delta (see AutoregressiveMethod)
     measured: bool = False  # keep the draft's n most probable nodes, n by measured cost (trees.MeasuredSize)
+    lookup: bool = False  # merge prompt lookup's trie into the draft (drafters.HybridDrafter; sized as `measured`)
     default_drafter: str | None = "smollm2-135m-instruct-eagle"
 
     def __post_init__(self):
@@ -306,6 +328,8 @@ class EagleMethod:
         depth = options.draft_length or self.k
         drafter = EagleDrafter(drafter_model, target, k=depth, top_k=self.top_k, tree_threshold=self.threshold)
         tree = Chain() if self.node_budget is None else OptTree(node_budget=self.node_budget, max_depth=depth)
+        if self.lookup:
+            return _hybrid(target, drafter, tree, depth)
         if self.measured:  # the drafter drafts no deeper than the trees kept (plus slack): one forward per depth
             sized = MeasuredSize(tree)
             return MethodParts(drafter, sized, MeasuredDraftLength(sized, depth))
@@ -329,6 +353,7 @@ class DFlashMethod:
     node_budget: int = 16  # opt-tree
     threshold: float = 0.0  # chain: stop before the first position drafted with probability <= this (0: never)
     measured: bool = False  # keep the draft's n most probable nodes, n by measured cost (trees.MeasuredSize)
+    lookup: bool = False  # merge prompt lookup's trie into the draft (drafters.HybridDrafter; sized as `measured`)
     default_drafter: str | None = "smollm2-135m-instruct-dflash"
 
     def __post_init__(self):
@@ -336,8 +361,8 @@ class DFlashMethod:
             raise ValueError(f"search must be 'chain', 'cps' or 'opt-tree', got {self.search!r}")
         if self.node_budget < 1:
             raise ValueError(f"node_budget must be >= 1, got {self.node_budget}")
-        if self.measured and self.adaptive:
-            raise ValueError("measured and adaptive both set the draft length; choose one")
+        if (self.measured or self.lookup) and self.adaptive:
+            raise ValueError("measured (or lookup) and adaptive both set the draft length; choose one")
 
     @staticmethod
     def load_drafter(spec: str, dtype, device) -> DFlashModel:
@@ -367,6 +392,8 @@ class DFlashMethod:
             tree = OptTree(node_budget=self.node_budget, max_depth=k)
         else:
             tree = Chain(self.threshold)
+        if self.lookup:
+            return _hybrid(target, drafter, tree, k)
         if self.measured:  # a block no longer than the trees kept (plus slack): 16 rows cost ~2x 3 rows
             sized = MeasuredSize(tree)
             return MethodParts(drafter, sized, MeasuredDraftLength(sized, k))
@@ -502,6 +529,14 @@ register(DFlashMethod("dflash-hw", "DFlash drafter, argmax chain cut to the leng
                      measured=True))
 register(DFlashMethod("dflash-opt-tree-hw", "DFlash lattice -> OPT-Tree of up to 16 nodes, as many as measure fastest "
                      "on this machine", search="opt-tree", measured=True))
+register(EagleMethod("eagle-lookup", "EAGLE chain (as `eagle`) and prompt lookup's trie (as `lookup`) in one tree, "
+                     "lookup's nodes scored by their measured acceptance; as many nodes as measure fastest on this "
+                     "machine", threshold=DRAFT_CUT, lookup=True))
+register(EagleMethod("eagle-tree-lookup", "EAGLE-2 dynamic tree (as `eagle-tree`) and prompt lookup's trie in one tree, "
+                     "as many nodes as measure fastest on this machine", k=6, top_k=4, node_budget=16,
+                     threshold=DRAFT_CUT, lookup=True))
+register(DFlashMethod("dflash-lookup", "DFlash chain and prompt lookup's trie in one tree, as many nodes as measure "
+                     "fastest on this machine", lookup=True))
 register(DFlashMethod("dflash-cps", "DFlash drafter + causal-consistency search (online n-gram of the context)",
                      search="cps"))
 register(DFlashMethod("dflash-opt-tree", "DFlash lattice -> OPT-Tree of 16 nodes", search="opt-tree"))

@@ -18,6 +18,7 @@ import tiny
 from specdiff import SpecDiff, methods
 from specdiff.drafters import DFlashModel, TargetDiffusionDrafter
 from specdiff.drafters.base import DraftContext
+from specdiff.lattice import prune_lattice
 from specdiff.training import distill
 from specdiff.trees import MeasuredDraftLength, MeasuredSize
 from specdiff.training.dflash import (IGNORE, AnchorBatch, AnchorSampler, DFlashObjective, anchor_block_logits,
@@ -25,6 +26,7 @@ from specdiff.training.dflash import (IGNORE, AnchorBatch, AnchorSampler, DFlash
                                       to_draft_labels)
 from specdiff.training.distill import teacher_hidden_states
 from specdiff.training.features import TeacherFeatures
+from specdiff.vocab import to_full_vocab
 from specdiff.training.loop import TrainConfig, train
 from test_cli import assert_clean_failure, invoke, tiny_models  # noqa: F401  (session fixture)
 from test_measured import FixedCost
@@ -32,7 +34,8 @@ from test_sampling import P_VALUE
 from test_sampling_e2e import first_tokens_pvalue, small_model
 
 NEW_TOKENS = 20
-METHODS = ["dflash", "dflash-cut", "dflash-hw", "dflash-cps", "dflash-opt-tree", "dflash-opt-tree-hw", "dflash-adl"]
+METHODS = ["dflash", "dflash-cut", "dflash-hw", "dflash-cps", "dflash-opt-tree", "dflash-opt-tree-hw", "dflash-adl",
+           "dflash-lookup"]
 
 
 def untrained(target, block_size: int = 5, seed: int = 1, fused_masks: bool = False) -> DFlashModel:
@@ -166,9 +169,15 @@ def test_a_reduced_draft_vocabulary_is_lossless_and_proposes_inside_it(model_typ
     ids = prompt[0].tolist()
     features = target_features(target, ids, model.config.layers)[: len(ids) - 1].transpose(0, 1)
     ctx = DraftContext(ids, budget=3, new_hidden=features, new_hidden_start=0)
-    whole, part = full._block_logits(ctx, 3), reduced._block_logits(ctx, 3)
-    torch.testing.assert_close(part[:, vocab], whole[:, vocab].float(), atol=1e-5, rtol=0)
-    assert torch.isinf(part).sum() == part.shape[0] * (part.shape[1] - len(vocab))
+    whole, part = full._block_logits(ctx, 3), reduced._block_logits(ctx, 3)  # [3, V], [3, N]
+    torch.testing.assert_close(part, whole[:, vocab].float(), atol=1e-5, rtol=0)
+    # greedy ranks inside the draft vocabulary: the lattice of the whole head with -inf outside it, without dists
+    reduced.reset()
+    lattice = reduced.propose(ctx)
+    over_head = prune_lattice(torch.softmax(to_full_vocab(part.float(), torch.tensor(vocab), tiny.VOCAB), dim=-1))
+    assert lattice.dists is None and set(lattice.candidates.flatten().tolist()) <= set(vocab)
+    assert torch.equal(lattice.candidates, over_head.candidates)
+    torch.testing.assert_close(lattice.probs, over_head.probs)
     reduced.reset()
     assert SpecDiff(target, reduced).generate(prompt, max_new_tokens=NEW_TOKENS).token_ids == expected
 
@@ -317,7 +326,8 @@ def test_a_confidence_cut_chain_is_lossless_and_drafts_less(pattern):
 
 @pytest.mark.parametrize("method,fused,vocab", [("dflash", False, None), ("dflash-opt-tree", False, None),
                                                 ("dflash", True, [0, 1, 3, 4, 6]), ("dflash-opt-tree", True, None),
-                                                ("dflash-cut", True, None), ("dflash-opt-tree-hw", True, None)])
+                                                ("dflash-cut", True, None), ("dflash-opt-tree-hw", True, None),
+                                                ("dflash-lookup", True, None)])
 def test_sampled_tokens_follow_the_target(method, fused, vocab):
     """Also with fused masks, and over a reduced draft vocabulary (q = 0 elsewhere: the residual covers it)."""
     target = small_model(0)

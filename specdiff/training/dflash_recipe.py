@@ -221,6 +221,7 @@ spec = SpecDiff(target, drafter, tokenizer=tokenizer)  # a chain; tree=specdiff.
 ```
 
 or from the command line: `specdiff generate --target {card['target']} --method dflash --drafter {_location(out)[1]} "..."`
-(methods dflash, dflash-cut, dflash-hw, dflash-cps, dflash-opt-tree, dflash-opt-tree-hw, dflash-adl; `-hw`: as many
-nodes as measure fastest on the machine, `specdiff.trees.MeasuredSize`).
+(methods dflash, dflash-cut, dflash-hw, dflash-cps, dflash-opt-tree, dflash-opt-tree-hw, dflash-adl, dflash-lookup;
+`-hw`: as many nodes as measure fastest on the machine, `specdiff.trees.MeasuredSize`; `dflash-lookup`: prompt
+lookup's trie merged into the chain, sized so).
 """

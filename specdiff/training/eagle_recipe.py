@@ -248,5 +248,6 @@ tree = SpecDiff(target, EagleDrafter.from_pretrained("{out}", target, k=6, top_k
 ```
 
 or `specdiff generate --target {card['target']} --method eagle --drafter {out} "..."` (`--method eagle-tree`
-for the tree; `eagle-hw` / `eagle-tree-hw` keep as many nodes as measure fastest on the machine).
+for the tree; `eagle-hw` / `eagle-tree-hw` keep as many nodes as measure fastest on the machine;
+`eagle-lookup` / `eagle-tree-lookup` merge prompt lookup's trie into the draft and size the union so).
 """
