@@ -84,7 +84,7 @@ SMOLLM2 = PackagedModel(
     description="SmolLM2-135M-Instruct: a 135M Llama chat model (30 layers, ChatML template).",
     drafters=(("stdlib-ar-drafter", "smollm2-135m-instruct-small"), ("stdlib-heads", "smollm2-135m-instruct-heads")),
     # EAGLE and prompt lookup in one tree: the fastest method measured on it (fp32 Spec-Bench 5 x 10 1.18x HF greedy,
-    # lookup 1.11x; MT-Bench 1.17x / 1.14x; bf16 Spec-Bench 5 x 4 1.72x / 1.58x; BENCHMARKS.md)
+    # lookup 1.11x; 5 x 4 1.30x / 1.18x; MT-Bench 1.27x / 1.11x; bf16 Spec-Bench 5 x 4 1.72x / 1.58x; BENCHMARKS.md)
     default_method="eagle-lookup",
 )
 
