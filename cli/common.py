@@ -71,8 +71,9 @@ def model_options(command):
 
 def method_option(command):
     return click.option("--method", default=None, callback=_check_method,
-                        help="Drafter/search combination [default: the best one shipped for the target: lookup for "
-                             f"{zoo.DEFAULT_TARGET}, ar for the stdlib zoo]: {', '.join(methods.names())}.")(command)
+                        help="Drafter/search combination [default: the best one shipped for the target: "
+                             f"{zoo.default_method(zoo.DEFAULT_TARGET)} for {zoo.DEFAULT_TARGET}, ar for the stdlib "
+                             f"zoo]: {', '.join(methods.names())}.")(command)
 
 
 def decoding_options(command):
