@@ -23,7 +23,7 @@ import torch
 
 from specdiff.drafters.base import DraftContext
 from specdiff.drafters.lookup import PromptLookupDrafter
-from specdiff.types import DraftTree, ProposalKind
+from specdiff.types import DraftTree, ProposalKind, tree_depths
 
 
 class MatchRates:
@@ -88,11 +88,12 @@ class HybridDrafter:
 
     model_tree: turns the model drafter's proposal into a tree (e.g. `Chain()`, `OptTree(16)` for a lattice);
     model_depth: the model drafter drafts at most this deep (its own cost grows with depth; lookup's is nil);
-    model_cap: called each step, a further cap on the model drafter's depth (e.g. the trees a `MeasuredSize` keeps,
-    `partial(sized.depth_cap, model_depth, 2)`). The budget (`DraftContext.budget`) caps both; only the model's
-    depth may follow what is kept: lookup drafts cost nothing, and a lookup capped by shallow kept trees would
-    never draft the long copies that would be kept (MT-Bench extraction: tau 4.4 for lookup alone). When sampling, a step that merges lookup nodes verifies the
-    tree's tokens as fixed candidates (DETERMINISTIC); a step without a match keeps the model's own proposal."""
+    model_cap: called each step, a further cap on the model drafter's depth (e.g. the trees a `MeasuredSize` keeps:
+    `MeasuredDraftLength(sized, model_depth).current`). The budget (`DraftContext.budget`) caps both; only the
+    model's depth may follow what is kept: lookup drafts cost nothing, and a lookup capped by shallow kept trees
+    would never draft the long copies that would be kept (MT-Bench extraction: tau 4.4 for lookup alone).
+    When sampling, a step that merges lookup nodes verifies the tree's tokens as fixed candidates
+    (DETERMINISTIC); a step without a match keeps the model's own proposal."""
 
     def __init__(self, model_drafter, lookup: PromptLookupDrafter, model_tree, model_depth: int | None = None,
                  rates: MatchRates | None = None, model_cap: Callable[[], int] | None = None):
@@ -141,10 +142,7 @@ def merge(model: DraftTree, continuations: list[list[int]], depth_rates: list[fl
     if model.draft_probs is not None:
         probs = model.draft_probs.float().tolist()
     else:  # a model tree without probabilities: its nodes rank as lookup's of the same depth
-        depths = [0] * len(tokens)
-        for i, parent in enumerate(parents):
-            depths[i] = 0 if parent < 0 else depths[parent] + 1
-        probs = [depth_rates[min(d, len(depth_rates) - 1)] for d in depths]
+        probs = [depth_rates[min(d, len(depth_rates) - 1)] for d in tree_depths(model.parents).tolist()]
     index = {(parent, token): i for i, (parent, token) in enumerate(zip(parents, tokens))}
     for continuation in continuations:
         parent = -1

@@ -275,16 +275,15 @@ def _hybrid(target, drafter, model_tree, model_depth: int) -> MethodParts:
     """`drafter`'s tree (`model_tree` of its proposal, `model_depth` deep) merged with prompt lookup's trie, cut to
     the size that measures fastest on this machine (MeasuredSize). Lookup drafts its full depth; the model drafter
     no deeper than the trees kept plus 2 (its forwards cost, lookup's do not)."""
-    from functools import partial
-
     from specdiff.drafters import HybridDrafter, PromptLookupDrafter
     from specdiff.policies import FixedDraftLength
-    from specdiff.trees import Chain, MeasuredSize
+    from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize
 
     lookup = PromptLookupDrafter(ngram=HYBRID_LOOKUP.ngram, k=HYBRID_LOOKUP.k, max_branches=HYBRID_LOOKUP.max_branches,
                                  min_ngram=HYBRID_LOOKUP.backoff(target))
     sized = MeasuredSize(Chain())
-    hybrid = HybridDrafter(drafter, lookup, model_tree, model_depth, model_cap=partial(sized.depth_cap, model_depth, 2))
+    model_cap = MeasuredDraftLength(sized, model_depth).current  # the `-hw` methods' draft length, for the model only
+    hybrid = HybridDrafter(drafter, lookup, model_tree, model_depth, model_cap=model_cap)
     return MethodParts(hybrid, sized, FixedDraftLength(hybrid.k))
 
 
