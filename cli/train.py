@@ -253,7 +253,11 @@ def train_data(target, out_dir, prompts, dtype, max_new_tokens, batch_size, seed
 @click.option("--draft-vocab", type=click.IntRange(min=0), default=8192, show_default=True,
               help="Tokens of the reduced draft head written beside the model (draft_vocab.json: the most frequent "
                    "reply tokens; the `ar` methods draft over them); 0: none.")
-def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, batch_size, seq_len, lr, draft_vocab):
+@click.option("--init", "init", metavar="DIR|NAME", default=None,
+              help="Start from the trained weights of a small LM exported before (its directory or zoo name; same "
+                   "target and --layers), e.g. to train on after the data grew.")
+def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, batch_size, seq_len, lr, draft_vocab,
+                   init):
     """A small standalone causal LM cut from the target (a few of its layers over its frozen embedding),
     distilled on the target's replies: the `ar` drafter and HF assisted generation's assistant_model.
 
@@ -273,8 +277,9 @@ def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, bat
     config = TrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=min(20, steps - 1),
                          eval_every=min(50, steps), eval_batches=4, save_every=min(25, steps))
     command = (f"specdiff train small-lm --target {target} --data {data_dir} --layers {layers} --out-dir {out_dir} "
-               f"--steps {steps} --batch-size {batch_size} --seq-len {seq_len} --lr {lr} --draft-vocab {draft_vocab}")
-    recipe = SmallLMRecipe(name, target, str(data_dir), kept, config, command, draft_vocab)
+               f"--steps {steps} --batch-size {batch_size} --seq-len {seq_len} --lr {lr} --draft-vocab {draft_vocab}"
+               + (f" --init {init}" if init else ""))
+    recipe = SmallLMRecipe(name, target, str(data_dir), kept, config, command, draft_vocab, init)
     try:
         result = run_small_lm(recipe, work_dir, out_dir)
     except ValueError as error:

@@ -92,11 +92,16 @@ class HybridDrafter:
     `MeasuredDraftLength(sized, model_depth).current`). The budget (`DraftContext.budget`) caps both; only the
     model's depth may follow what is kept: lookup drafts cost nothing, and a lookup capped by shallow kept trees
     would never draft the long copies that would be kept (MT-Bench extraction: tau 4.4 for lookup alone).
-    When sampling, a step that merges lookup nodes verifies the tree's tokens as fixed candidates
-    (DETERMINISTIC); a step without a match keeps the model's own proposal."""
+    When sampling with a model drafter that draws its tokens (an IID tree), the model's nodes stay drawn and
+    lookup's join as fixed candidates (`DraftTree.fixed`): a drawn token keeps its min(1, p/q) test (a
+    fixed one passes with p). No size chooser may then cut the tree by probability (that would make every node
+    fixed), so lookup's trie is cut here instead, by what is known before the step's draws: its nodes whose
+    path of match rates is above `sampled_cut`; the model drafter's depth by `model_cap` and its own rule.
+    Otherwise (greedy, or a model drafter of fixed candidates) the tree is DETERMINISTIC as a whole."""
 
     def __init__(self, model_drafter, lookup: PromptLookupDrafter, model_tree, model_depth: int | None = None,
-                 rates: MatchRates | None = None, model_cap: Callable[[], int] | None = None):
+                 rates: MatchRates | None = None, model_cap: Callable[[], int] | None = None,
+                 sampled_cut: float = 0.4):
         if lookup.shapes is not None:
             raise ValueError("the hybrid sizes the merged tree itself: build its PromptLookupDrafter with "
                              "measure_shape=False")
@@ -104,7 +109,9 @@ class HybridDrafter:
         self.model_depth = model_drafter.k if model_depth is None else model_depth
         if self.model_depth < 1:
             raise ValueError(f"model_depth must be >= 1, got {self.model_depth}")
-        self.rates, self.model_cap = rates or MatchRates(), model_cap
+        if not 0.0 <= sampled_cut < 1.0:
+            raise ValueError(f"sampled_cut must be in [0, 1), got {sampled_cut}")
+        self.rates, self.model_cap, self.sampled_cut = rates or MatchRates(), model_cap, sampled_cut
         self.needs = model_drafter.needs
         self.k = max(self.model_depth, lookup.k)
 
@@ -124,9 +131,12 @@ class HybridDrafter:
         model = DraftTree.empty() if proposal is None else self.model_tree.build(proposal, model_budget)
         n, continuations = self.lookup.match(ctx)
         self.rates.book(ctx.token_ids, n, continuations)
+        rates = [self.rates.rate(n, d) for d in range(1, self.lookup.k + 1)]
+        if ctx.sampling is not None and model.kind is ProposalKind.IID:
+            return merge_drawn(model, cut_by_rates(continuations, rates, self.sampled_cut))
         if not continuations:
             return model
-        return merge(model, continuations, [self.rates.rate(n, d) for d in range(1, self.lookup.k + 1)])
+        return merge(model, continuations, rates)
 
 
 def _with_budget(ctx: DraftContext, budget: int) -> DraftContext:
@@ -159,3 +169,44 @@ def merge(model: DraftTree, continuations: list[list[int]], depth_rates: list[fl
             parent = node
     return DraftTree(torch.tensor(tokens, dtype=torch.long), torch.tensor(parents, dtype=torch.long),
                      torch.tensor(probs, dtype=torch.float32), kind=ProposalKind.DETERMINISTIC)
+
+
+def cut_by_rates(continuations: list[list[int]], depth_rates: list[float], cut: float) -> list[tuple[list[int], list[float]]]:
+    """Each continuation cut before its first token whose path of depth_rates falls to `cut` or below, with the
+    rates of the tokens kept; the empty ones dropped. A function of the context and past steps only."""
+    kept = []
+    for continuation in continuations:
+        path, rates = 1.0, []
+        for depth in range(len(continuation)):
+            path *= depth_rates[min(depth, len(depth_rates) - 1)]
+            if path <= cut:
+                break
+            rates.append(depth_rates[min(depth, len(depth_rates) - 1)])
+        if rates:
+            kept.append((continuation[: len(rates)], rates))
+    return kept
+
+
+def merge_drawn(model: DraftTree, continuations: list[tuple[list[int], list[float]]]) -> DraftTree:
+    """The union of a drawn (IID) `model` tree and the trie of lookup's (continuation, rates), lookup's nodes
+    fixed candidates (`DraftTree.fixed`). A node lookup proposes where the model drew the same token is both:
+    it keeps its drawn row and takes lookup's rate as its probability (so that nothing about a fixed node
+    depends on a draw). Lookup's new nodes have all-zero draft_dists rows (not drawn)."""
+    tokens, parents = model.tokens.tolist(), model.parents.tolist()
+    probs = model.draft_probs.float().tolist()
+    fixed = [False] * len(tokens)
+    index = {(parent, token): i for i, (parent, token) in enumerate(zip(parents, tokens))}
+    for continuation, rates in continuations:
+        parent = -1
+        for token, rate in zip(continuation, rates):
+            node = index.get((parent, token))
+            if node is None:
+                node = index[(parent, token)] = len(tokens)
+                tokens.append(token), parents.append(parent), probs.append(rate), fixed.append(True)
+            elif not fixed[node]:
+                probs[node], fixed[node] = rate, True
+            parent = node
+    dists = model.draft_dists
+    dists = torch.cat([dists, dists.new_zeros(len(tokens) - model.num_nodes, dists.shape[-1])])  # [N, V]
+    return DraftTree(torch.tensor(tokens, dtype=torch.long), torch.tensor(parents, dtype=torch.long),
+                     torch.tensor(probs, dtype=torch.float32), dists, ProposalKind.IID, torch.tensor(fixed))

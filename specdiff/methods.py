@@ -77,6 +77,8 @@ class AutoregressiveMethod:
     top_k: int = 1
     node_budget: int | None = None  # set: OPT-Tree keeps the best `node_budget` nodes of the drafter's beam
     threshold: float | None = None  # OPT-Tree's delta: stop once a layer adds <= it to E(A); None: all k
+    measured: bool = False  # keep the draft's n most probable nodes, n by measured cost (trees.MeasuredSize)
+    lookup: bool = False  # merge prompt lookup's trie into the draft (drafters.HybridDrafter; sized as `measured`)
     default_drafter: str | None = "stdlib-ar-drafter"
 
     def __post_init__(self):
@@ -88,13 +90,12 @@ class AutoregressiveMethod:
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import AutoregressiveDrafter
-        from specdiff.policies import FixedDraftLength
         from specdiff.trees import Chain, OptTree
 
         depth = self.draft_length(options)
         drafter = AutoregressiveDrafter(drafter_model, k=depth, top_k=self.top_k, tree_threshold=self.threshold)
         tree = Chain() if self.node_budget is None else OptTree(node_budget=self.node_budget, max_depth=depth)
-        return MethodParts(drafter, tree, FixedDraftLength(depth))
+        return _parts(target, drafter, tree, depth, self.measured, self.lookup)
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,8 @@ class HeadsMethod:
     top_k: int = 4  # candidates per head
     node_budget: int = 16  # opt-tree
     widths: tuple[int, ...] = (4, 2, 2, 1)  # static-tree: Medusa-style choices, every rank path below these
+    measured: bool = False  # keep the draft's n most probable nodes, n by measured cost (trees.MeasuredSize)
+    lookup: bool = False  # merge prompt lookup's trie into the draft (drafters.HybridDrafter; sized as `measured`)
     default_drafter: str | None = "stdlib-heads"
 
     def __post_init__(self):
@@ -243,7 +246,6 @@ class HeadsMethod:
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import HeadsDrafter
-        from specdiff.policies import FixedDraftLength
         from specdiff.trees import Chain, OptTree, StaticTree
 
         drafter = HeadsDrafter(drafter_model, target, top_k=self.top_k)
@@ -254,7 +256,7 @@ class HeadsMethod:
             tree = StaticTree.from_widths(self.widths)
         else:
             tree = Chain()
-        return MethodParts(drafter, tree, FixedDraftLength(depth))
+        return _parts(target, drafter, tree, depth, self.measured, self.lookup)
 
 
 def _directory_or_zoo(spec: str) -> Path:
@@ -285,6 +287,22 @@ def _hybrid(target, drafter, model_tree, model_depth: int) -> MethodParts:
     model_cap = MeasuredDraftLength(sized, model_depth).current  # the `-hw` methods' draft length, for the model only
     hybrid = HybridDrafter(drafter, lookup, model_tree, model_depth, model_cap=model_cap)
     return MethodParts(hybrid, sized, FixedDraftLength(hybrid.k))
+
+
+def _parts(target, drafter, tree, depth: int, measured: bool, lookup: bool, policy=None) -> MethodParts:
+    """A model drafter's parts: merged with prompt lookup (`_hybrid`), or `tree` cut to the size that measures
+    fastest here with the drafter drafting no deeper than the trees kept plus slack (one forward per depth for
+    an autoregressive drafter; a block of fewer rows for a diffusion one), or `tree` as it is under `policy`
+    (default: `depth` every step)."""
+    from specdiff.policies import FixedDraftLength
+    from specdiff.trees import MeasuredDraftLength, MeasuredSize
+
+    if lookup:
+        return _hybrid(target, drafter, tree, depth)
+    if measured:
+        sized = MeasuredSize(tree)
+        return MethodParts(drafter, sized, MeasuredDraftLength(sized, depth))
+    return MethodParts(drafter, tree, policy or FixedDraftLength(depth))
 
 
 @dataclass(frozen=True)
@@ -321,18 +339,12 @@ class EagleMethod:
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import EagleDrafter
-        from specdiff.policies import FixedDraftLength
-        from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize, OptTree
+        from specdiff.trees import Chain, OptTree
 
         depth = options.draft_length or self.k
         drafter = EagleDrafter(drafter_model, target, k=depth, top_k=self.top_k, tree_threshold=self.threshold)
         tree = Chain() if self.node_budget is None else OptTree(node_budget=self.node_budget, max_depth=depth)
-        if self.lookup:
-            return _hybrid(target, drafter, tree, depth)
-        if self.measured:  # the drafter drafts no deeper than the trees kept (plus slack): one forward per depth
-            sized = MeasuredSize(tree)
-            return MethodParts(drafter, sized, MeasuredDraftLength(sized, depth))
-        return MethodParts(drafter, tree, FixedDraftLength(depth))
+        return _parts(target, drafter, tree, depth, self.measured, self.lookup)
 
 
 @dataclass(frozen=True)
@@ -374,7 +386,7 @@ class DFlashMethod:
         from specdiff.drafters import TargetDiffusionDrafter
         from specdiff.ngram import OnlineNGram
         from specdiff.policies import AdaptiveDraftLength, FixedDraftLength
-        from specdiff.trees import CausalConsistencySearch, Chain, MeasuredDraftLength, MeasuredSize, OptTree
+        from specdiff.trees import CausalConsistencySearch, Chain, OptTree
 
         eos = DecodingConfig.from_model(target).eos_token_ids
         most = drafter_model.config.block_size - 1  # a block can shrink at inference, not grow
@@ -391,12 +403,7 @@ class DFlashMethod:
             tree = OptTree(node_budget=self.node_budget, max_depth=k)
         else:
             tree = Chain(self.threshold)
-        if self.lookup:
-            return _hybrid(target, drafter, tree, k)
-        if self.measured:  # a block no longer than the trees kept (plus slack): 16 rows cost ~2x 3 rows
-            sized = MeasuredSize(tree)
-            return MethodParts(drafter, sized, MeasuredDraftLength(sized, k))
-        return MethodParts(drafter, tree, policy)
+        return _parts(target, drafter, tree, k, self.measured, self.lookup, policy)  # measured: 16 rows cost ~2x 3
 
 
 @dataclass(frozen=True)
@@ -497,6 +504,14 @@ register(AutoregressiveMethod("ar-tree", "AR drafter, tree beam keeping the 3 mo
                               k=5, top_k=3))
 register(AutoregressiveMethod("ar-opt-tree", "AR drafter, OPT-Tree: best 16 nodes of a 4-wide beam, up to 6 deep "
                               "(delta 0.4)", k=6, top_k=4, node_budget=16, threshold=DRAFT_CUT))
+register(AutoregressiveMethod("ar-hw", "AR drafter, greedy chain as `ar`, cut to the length that measures fastest on "
+                              "this machine", k=5, top_k=1, threshold=DRAFT_CUT, measured=True))
+register(AutoregressiveMethod("ar-opt-tree-hw", "AR drafter, OPT-Tree beam as `ar-opt-tree`, as many of its 16 nodes "
+                              "as measure fastest on this machine", k=6, top_k=4, node_budget=16, threshold=DRAFT_CUT,
+                              measured=True))
+register(AutoregressiveMethod("ar-lookup", "AR drafter's chain (as `ar`) and prompt lookup's trie (as `lookup`) in one "
+                              "tree, as many nodes as measure fastest on this machine", k=5, top_k=1,
+                              threshold=DRAFT_CUT, lookup=True))
 register(DiffusionMethod("dlm", "diffusion drafter, 8 positions in one forward, argmax chain"))
 register(DiffusionMethod("dlm-cps", "diffusion drafter + causal-consistency search (stdlib 3-gram proxy)",
                          search="cps"))
@@ -510,6 +525,10 @@ register(DiffusionMethod("dlm-opt-tree", "diffusion lattice -> OPT-Tree of 16 no
 register(HeadsMethod("heads", "Medusa-style heads on the target's hidden state, argmax chain (no drafter forward)"))
 register(HeadsMethod("heads-tree", "Medusa-style heads, OPT-Tree of 16 nodes over each head's top-4",
                      search="opt-tree"))
+register(HeadsMethod("heads-tree-hw", "Medusa-style heads, OPT-Tree over each head's top-4 as `heads-tree`, as many "
+                     "of its 16 nodes as measure fastest on this machine", search="opt-tree", measured=True))
+register(HeadsMethod("heads-lookup", "Medusa-style heads' argmax chain and prompt lookup's trie in one tree, as many "
+                     "nodes as measure fastest on this machine", lookup=True))
 register(EagleMethod("eagle", "EAGLE drafter: one decoder layer over the target's features (EAGLE-3 taps), "
                      "greedy chain of up to 5, cut once its probability is <= 0.4", threshold=DRAFT_CUT))
 register(EagleMethod("eagle-tree", "EAGLE-2 dynamic tree: a 4-wide beam of the EAGLE drafter, up to 6 deep (delta 0.4), "

@@ -9,6 +9,13 @@ drawn from (`DraftTree.kind`):
     WITHOUT_REPLACEMENT  q = the siblings' distribution, earlier siblings removed (EAGLE-1)
     DETERMINISTIC        q = a point mass on the child: accept with p(x), zero it (EAGLE-2)
 
+A drawn tree may also hold fixed candidates (`DraftTree.fixed`: prompt lookup's nodes merged into a
+drafter's sampled tree). At each node they are tried first, as point masses, and the drawn children after,
+against what the fixed trials left of p: each phase is a lossless step from the law it starts with, as long
+as which nodes are fixed does not depend on the drawn children's values. A node both fixed and drawn takes
+both trials: rejected as a fixed candidate, it still meets its drawn trial (which cannot pass, p(x) being
+zero by then) so that the residual subtracts the q it was drawn from; skipping that biases the law.
+
 Shapes: `N` tree nodes, `V` vocabulary.
 """
 
@@ -131,6 +138,16 @@ def _point_mass_trials(tree, tokens, siblings, like) -> Iterator[tuple[int, torc
                                                 like.shape[-1]).float()
 
 
+def _mixed_trials(drawn_trials, fixed: list[bool], drawn: list[bool]):
+    """Trials of a drawn tree with fixed candidates: the fixed siblings as point masses, then the drawn ones."""
+    def trials(tree, tokens, siblings, like) -> Iterator[tuple[int, torch.Tensor]]:
+        yield from _point_mass_trials(tree, tokens, [node for node in siblings if fixed[node]], like)
+        sampled = [node for node in siblings if drawn[node]]
+        if sampled:
+            yield from drawn_trials(tree, tokens, sampled, like)
+    return trials
+
+
 _TRIALS = {
     ProposalKind.IID: _iid_trials,
     ProposalKind.WITHOUT_REPLACEMENT: _without_replacement_trials,
@@ -145,6 +162,9 @@ def check_tree(tree: DraftTree, vocab_size: int) -> None:
                          f"one of {[kind.name for kind in _TRIALS]}")
     if tree.kind is ProposalKind.DETERMINISTIC or tree.num_nodes == 0:
         return
+    if tree.fixed is not None and tree.kind is ProposalKind.WITHOUT_REPLACEMENT:
+        raise ValueError("fixed candidates merge into IID trees only: a WITHOUT_REPLACEMENT tree's drawn siblings "
+                         "share one q, which a fixed-only sibling does not have")
     if tree.draft_dists is None:
         raise ValueError(f"a {tree.kind.name} tree needs draft_dists (the distributions its children were "
                          "drawn from); give them, or declare the candidates DETERMINISTIC")
@@ -166,6 +186,8 @@ def rejection_sample(tree: DraftTree, target_probs: torch.Tensor, generator: tor
         raise ValueError(f"target_probs must have 1 + N = {N + 1} rows, got {target_probs.shape[0]}")
     check_tree(tree, V)
     trials, kids, tokens = _TRIALS[tree.kind], children(tree.parents), tree.tokens.tolist()
+    if tree.fixed is not None:
+        trials = _mixed_trials(trials, tree.fixed.tolist(), (tree.draft_dists.sum(-1) > 0).tolist())
     path: list[int] = []
     node = -1  # the committed token
     while True:

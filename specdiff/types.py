@@ -26,6 +26,12 @@ class DraftTree:
     tokens [N], parents [N] (topologically ordered, -1 = child of the last committed token),
     draft_probs [N] (drafter probability of each node's token), draft_dists [N, V] (the drafter's
     distribution each node was drawn from, i.e. at its parent).
+
+    fixed [N] bool | None: in a drawn tree (IID / WITHOUT_REPLACEMENT), the nodes that are also fixed
+    candidates (prompt lookup's, merged into a drafter's sampled tree): verification tries them first among
+    their siblings, as point masses, then the drawn ones with the kind's rule. A fixed node that was not
+    drawn has an all-zero draft_dists row; one that was (the drafter drew the same token) keeps its row and
+    takes both trials. Which nodes are fixed must not depend on the drawn tokens beside or below them.
     """
 
     tokens: torch.Tensor
@@ -33,6 +39,7 @@ class DraftTree:
     draft_probs: torch.Tensor | None = None
     draft_dists: torch.Tensor | None = None
     kind: ProposalKind = ProposalKind.DETERMINISTIC
+    fixed: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.tokens.dim() != 1 or self.parents.shape != self.tokens.shape:
@@ -45,6 +52,12 @@ class DraftTree:
             raise ValueError(f"draft_probs must be [N={N}], got {tuple(self.draft_probs.shape)}")
         if self.draft_dists is not None and (self.draft_dists.dim() != 2 or self.draft_dists.shape[0] != N):
             raise ValueError(f"draft_dists must be [N={N}, V], got {tuple(self.draft_dists.shape)}")
+        if self.fixed is not None:
+            if self.kind is ProposalKind.DETERMINISTIC:
+                raise ValueError("fixed marks the fixed candidates of a drawn tree; a DETERMINISTIC tree's nodes "
+                                 "are all fixed: leave it None")
+            if self.fixed.shape != (N,) or self.fixed.dtype != torch.bool:
+                raise ValueError(f"fixed must be a bool [N={N}], got {self.fixed.dtype} {tuple(self.fixed.shape)}")
 
     @classmethod
     def chain(cls, tokens, draft_probs=None, draft_dists=None, kind=ProposalKind.DETERMINISTIC) -> "DraftTree":

@@ -9,7 +9,8 @@ import torch
 
 import tiny
 from specdiff import ProposalKind, SpecDiff, methods
-from specdiff.drafters import DraftContext, EagleDrafter, EagleModel, HybridDrafter, MatchRates, PromptLookupDrafter
+from specdiff.drafters import (DraftContext, EagleDrafter, EagleModel, HybridDrafter, MatchRates, MedusaHeads,
+                               PromptLookupDrafter)
 from specdiff.drafters.base import DraftNeeds
 from specdiff.drafters.hybrid import merge
 from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize
@@ -111,13 +112,15 @@ def test_registered_hybrids_equal_generate(model_type, tmp_path):
     from specdiff.drafters import DFlashModel
 
     torch.manual_seed(2)
-    dflash = DFlashModel.for_target(model, block_size=5)
+    drafters = {"dflash": DFlashModel.for_target(model, block_size=5),
+                "ar": tiny.build(model_type, seed=4),  # another random model of the target's vocabulary
+                "heads": MedusaHeads.for_target(model, num_heads=3)}
     for prompt in (tiny.repetitive_prompt(), tiny.repetitive_prompt(seed=3)):
         expected = tiny.reference(model, prompt, NEW_TOKENS)
-        for name in ("eagle-lookup", "eagle-tree-lookup", "dflash-lookup"):
-            method = methods.get(name)
-            drafter = dflash if name.startswith("dflash") else method.load_drafter(str(tmp_path / "eagle"),
-                                                                                    torch.float32, "cpu")
+        for name in ("eagle-lookup", "eagle-tree-lookup", "dflash-lookup", "ar-lookup", "heads-lookup"):
+            family = name.split("-")[0]
+            drafter = drafters[family] if family in drafters else methods.get(name).load_drafter(
+                str(tmp_path / "eagle"), torch.float32, "cpu")
             spec = methods.build(name, model, None, drafter)
             assert isinstance(spec.drafter, HybridDrafter) and isinstance(spec.tree_builder, MeasuredSize)
             assert spec.draft_length.current() == 10  # lookup's depth; the model drafter's follows the trees kept
@@ -139,8 +142,16 @@ def hybrid_spec(model, top_k: int) -> SpecDiff:
 def test_sampled_runs_follow_the_target(top_k):
     model = small_model(0)
     spec = hybrid_spec(model, top_k)
+    trees, propose = [], spec.drafter.propose
+    spec.drafter.propose = lambda ctx: trees.append(propose(ctx)) or trees[-1]
     options = dict(temperature=1.0, top_k=0)
     assert first_tokens_pvalue(spec, model, 3, 200, options) > P_VALUE
+    mixed = [tree for tree in trees if tree.fixed is not None]
+    if top_k == 1:  # a drawn chain: lookup's nodes join it as fixed candidates, some on a drawn token
+        assert any(tree.fixed.any() for tree in mixed)
+        assert any((tree.fixed & (tree.draft_dists.sum(-1) > 0)).any() for tree in mixed)
+    else:  # a beam's top-k children are fixed candidates already: the merged tree is DETERMINISTIC
+        assert not mixed and any(tree.kind is ProposalKind.DETERMINISTIC and tree.num_nodes for tree in trees)
     accepted = [n for seed in range(20)
                 for n in spec.generate(SMALL_PROMPT, max_new_tokens=6, seed=seed, **options).stats.accepted_lengths]
     assert 0 in accepted and max(accepted) >= 1  # drafts both rejected and accepted: the residual path runs

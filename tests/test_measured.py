@@ -157,3 +157,19 @@ def test_greedy_equals_generate_whatever_the_sizes(model_type):
         spec = SpecDiff(model, drafter, tree=MeasuredSize(inner, explore=1))
         for _ in range(3):  # the ladder, then sizes chosen from what the first generations timed
             assert spec.generate(prompt, max_new_tokens=24).token_ids == expected
+
+
+@pytest.mark.parametrize("name", ["ar-hw", "ar-opt-tree-hw", "heads-tree-hw"])
+def test_registered_measured_methods_equal_generate(name):
+    from specdiff.drafters import MedusaHeads
+
+    model = tiny.build("qwen2")
+    torch.manual_seed(5)
+    # The AR drafter is the target itself (every draft right: deep trees kept); the heads are random (mostly wrong).
+    drafter = MedusaHeads.for_target(model, num_heads=3) if name.startswith("heads") else model
+    spec = methods.build(name, model, None, drafter)
+    assert isinstance(spec.tree_builder, MeasuredSize) and isinstance(spec.draft_length, MeasuredDraftLength)
+    prompt = tiny.repetitive_prompt(seed=2)
+    expected = tiny.reference(model, prompt, 24)
+    for _ in range(3):
+        assert spec.generate(prompt, max_new_tokens=24).token_ids == expected, name

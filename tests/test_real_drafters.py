@@ -13,8 +13,9 @@ from specdiff.conversation import Conversation
 TARGET = "smollm2-135m-instruct"
 PROMPTS = ["Explain in two sentences why the sky is blue.",
            "Write a Python function that reverses a string."]
-METHODS = ["ar", "ar-opt-tree", "heads", "heads-tree", "eagle", "eagle-tree", "eagle-tree-hw", "eagle-lookup", "dflash",
-           "dflash-cut", "dflash-hw", "dflash-cps", "dflash-opt-tree", "dflash-adl", "dflash-lookup"]
+METHODS = ["ar", "ar-opt-tree", "ar-opt-tree-hw", "ar-lookup", "heads", "heads-tree", "heads-lookup", "eagle",
+           "eagle-tree", "eagle-tree-hw", "eagle-lookup", "dflash", "dflash-cut", "dflash-hw", "dflash-cps",
+           "dflash-opt-tree", "dflash-adl", "dflash-lookup"]
 
 
 @pytest.fixture(scope="module")

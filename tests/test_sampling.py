@@ -151,6 +151,77 @@ def test_vocabulary_wider_than_the_draft():
     assert pair_pvalue(ProposalKind.IID, TARGET, q, (2, 1), edit=shared) > P_VALUE
 
 
+# --- drawn trees with fixed candidates (DraftTree.fixed: prompt lookup merged into a sampled draft) -------
+
+def fixed_candidates(q_table) -> list[list[int]]:
+    """Fixed candidates known before the draws (lookup's continuations): the drafter's and the target's likely
+    first tokens, so that the drafter often draws a fixed token (a node both fixed and drawn)."""
+    return [[int(q_table[0].argmax()), 5], [int(TARGET[0].argmax())], [2, 6, 1]]
+
+
+def mixed_tree(q_table, g, shared_as_fixed_only=False, fixed=None) -> DraftTree:
+    """A drawn IID chain of 2 from q_table merged with FIXED (drafters.hybrid.merge_drawn). With
+    `shared_as_fixed_only`, a node both drawn and fixed loses its drawn trial (a tempting shortcut: biased)."""
+    from specdiff.drafters.hybrid import merge_drawn
+
+    chain = draft_tree(ProposalKind.IID, q_table, (1, 1), g)
+    chain = dataclasses.replace(chain, draft_probs=torch.full((2,), 0.5))
+    fixed = fixed_candidates(q_table) if fixed is None else fixed
+    tree = merge_drawn(chain, [(tokens, [0.9] * len(tokens)) for tokens in fixed])
+    if shared_as_fixed_only:
+        dists = tree.draft_dists.clone()
+        dists[tree.fixed & (dists.sum(-1) > 0)] = 0
+        tree = dataclasses.replace(tree, draft_dists=dists)
+    return tree
+
+
+def mixed_pvalue(q_table, trials=3000, p_table=TARGET, **kwargs) -> float:
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(V * V)
+    for _ in range(trials):
+        first, second = emitted(mixed_tree(q_table, g, **kwargs), p_table, g, 2)
+        counts[first * V + second] += 1
+    return chi_square_pvalue(counts, exact_pairs(p_table))
+
+
+@pytest.mark.parametrize("draft", DRAFTS)
+def test_fixed_candidates_in_a_drawn_tree(draft):
+    assert mixed_pvalue(DRAFTS[draft]) > P_VALUE
+
+
+def test_a_shared_node_without_its_drawn_trial_is_caught():
+    # A drawn token that is also a fixed candidate must still take its drawn trial after a rejection as a fixed
+    # one: the residual then subtracts q. Skipping it (treating the node as fixed only) biases the law.
+    # The bias is largest where the drafter often draws the fixed token and the target rarely wants it: here
+    # q puts 0.51 on token 5, p 0.002 (0.21 of total variation in the first token).
+    p_table, q_table = TARGET.clone(), DRAFTS["close"].clone()
+    p_table[0] = torch.tensor([0.284, 0.184, 0.001, 0.343, 0.005, 0.002, 0.099, 0.082])
+    q_table[0] = torch.tensor([0.268, 0.165, 0.031, 0.004, 0.007, 0.512, 0.004, 0.009])
+    p_table[0], q_table[0] = p_table[0] / p_table[0].sum(), q_table[0] / q_table[0].sum()
+    assert mixed_pvalue(q_table, p_table=p_table, fixed=[[5]]) > P_VALUE
+    assert mixed_pvalue(q_table, p_table=p_table, fixed=[[5]], shared_as_fixed_only=True) < 1e-6
+
+
+def test_a_mixed_tree_by_hand():
+    from specdiff.drafters.hybrid import merge_drawn
+
+    q = torch.eye(V)[[3, 4]] * 0.6 + 0.4 / V  # [2, V]: drew 3 then 4
+    chain = DraftTree.chain([3, 4], torch.tensor([0.65, 0.65]), q, ProposalKind.IID)
+    tree = merge_drawn(chain, [([3, 7], [0.8, 0.5]), ([1], [0.3])])
+    assert tree.tokens.tolist() == [3, 4, 7, 1] and tree.parents.tolist() == [-1, 0, 0, -1]
+    assert tree.fixed.tolist() == [True, False, True, True]  # 3 drawn and fixed, 4 drawn, 7 and 1 fixed
+    assert tree.draft_probs.tolist() == pytest.approx([0.8, 0.65, 0.5, 0.3])  # a fixed node: lookup's rate
+    assert torch.equal(tree.draft_dists[:2], q) and not tree.draft_dists[2:].any()
+    with pytest.raises(ValueError, match="DETERMINISTIC"):
+        dataclasses.replace(tree, kind=ProposalKind.DETERMINISTIC)
+    with pytest.raises(ValueError, match="IID trees only"):
+        check_tree(dataclasses.replace(tree, kind=ProposalKind.WITHOUT_REPLACEMENT), V)
+    # Fixed trials come first: with p a point mass on 1 the fixed root 1 passes, never the drawn 3 before it.
+    p = torch.zeros(5, V)
+    p[:, 1] = 1
+    assert rejection_sample(tree, p, torch.Generator().manual_seed(0)).path == [3]
+
+
 # --- single steps, guards and refusals --------------------------------------------------------------
 
 

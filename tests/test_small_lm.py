@@ -3,6 +3,7 @@ its completion from the base, and lossless drafting with it (SpecDiff's `ar` and
 
 import gzip
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from specdiff.drafters import AutoregressiveDrafter
 from specdiff.training import distill
 from specdiff.training.loop import TrainConfig
 from specdiff.training.small_lm import (IGNORE, NextTokenObjective, ReplyWindows, SmallLMRecipe, run_small_lm,
-                                        shared_parameter_names, trained_state, truncated_copy)
+                                        shared_parameter_names, trained_state, truncated_copy, warm_start)
 from specdiff.zoo import derived
 
 
@@ -120,6 +121,18 @@ def test_distilled_export_is_completed_from_its_base(tmp_path, monkeypatch):
     assert card["size"] == 8 and card["heldout_coverage"] == 1.0
     assert AutoregressiveDrafter(loaded).draft_vocab.tolist() == [0, 3, 4, 5, 6, 7, 8, 9]  # "auto": its file
     assert AutoregressiveDrafter(loaded, draft_vocab=None).draft_vocab is None
+    # A warm start (`--init`) from the export: the cut model holds its trained weights, the card says so.
+    model = truncated_copy(target, (0, 2))
+    assert warm_start(model, str(out)) == {"path": str(out), "steps": 6}
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    assert warm_start(truncated_copy(target, (0, 2)), str(complete))["steps"] == 6  # the complete model (the zoo's)
+    with pytest.raises(ValueError, match="keeps layers"):
+        warm_start(truncated_copy(target, (0, 1)), str(out))
+    again = run_small_lm(replace(recipe, init=str(out)), tmp_path / "work2", tmp_path / "out2")
+    card = json.loads((tmp_path / "out2" / "card.json").read_text())
+    assert again.step == 6 and card["started_from"] == {"path": str(out), "steps": 6}
+    assert "after 6 steps of" in (tmp_path / "out2" / "README.md").read_text()
 
 
 def _safetensor_keys(path):

@@ -41,7 +41,8 @@ class MeasuredSize:
     node more, or one fewer, than chosen (in turn), so the sizes next to the choice keep fresh times and the
     calibration keeps learning (without it a choice of no draft never sees a draft again, and a size timed
     slow once, e.g. at a kernel's first call, stays slow). The first time of each row count is dropped: it
-    holds the kernels' one-off set-up. A tree without draft_probs (prompt lookup) passes through whole.
+    holds the kernels' one-off set-up. A tree without draft_probs (prompt lookup) passes through whole, and so does
+    one of drawn nodes and fixed candidates (`DraftTree.fixed`): a cut by probability would make it all fixed.
     State lives as long as the builder (one `SpecDiff`), across generations: what it timed stays true."""
 
     def __init__(self, inner: TreeBuilder, explore: int = 2, window: int = 64, probe_every: int = 8):
@@ -62,8 +63,8 @@ class MeasuredSize:
     def build(self, proposal: TokenLattice | DraftTree, budget: int) -> DraftTree:
         tree = self.inner.build(proposal, budget)
         self._expected = None
-        if tree.draft_probs is None or tree.num_nodes == 0:
-            return tree
+        if tree.draft_probs is None or tree.num_nodes == 0 or tree.fixed is not None:
+            return tree  # a tree with fixed candidates among drawn nodes was sized by its drafter (drafters.hybrid)
         path_probs = path_log_probs(tree.parents, tree.draft_probs.double().log()).exp()  # [N]
         order = torch.sort(path_probs, descending=True, stable=True).indices  # a parent before its equal child
         gains = path_probs[order]  # [N] E_n = gains[:n].sum()

@@ -22,11 +22,13 @@ def select_nodes(tree: DraftTree, keep: torch.Tensor, kind: ProposalKind | None 
     parents = torch.where(parents >= 0, remap[parents.clamp(min=0)], parents)
     if bool((parents[tree.parents[keep] >= 0] < 0).any()):
         raise ValueError("selected nodes are not closed under parent: every kept node needs its parent kept")
+    kind = tree.kind if kind is None else kind
     return DraftTree(
         tree.tokens[keep], parents,
         None if tree.draft_probs is None else tree.draft_probs[keep],
         None if tree.draft_dists is None else tree.draft_dists[keep],
-        tree.kind if kind is None else kind,
+        kind,
+        None if tree.fixed is None or kind is ProposalKind.DETERMINISTIC else tree.fixed[keep],
     )
 
 

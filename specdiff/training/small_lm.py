@@ -112,6 +112,8 @@ class SmallLMRecipe:
     # rows of the reduced draft head written beside it (draft_vocab.json: the most frequent reply
     # tokens; AutoregressiveDrafter drafts over them); 0: none, the whole head
     draft_vocab: int = 8192
+    # a small LM exported before (directory or zoo name) whose trained weights this run starts from (a warm start)
+    init: str | None = None
 
     def __post_init__(self):
         if not self.layers:
@@ -182,16 +184,41 @@ def run_small_lm(recipe: SmallLMRecipe, work_dir: Path, out_dir: Path, steps: in
     eval_batches = heldout.fixed_batches(config.eval_batches)
     model = truncated_copy(target.float(), recipe.layers)
     del target
+    started_from = warm_start(model, recipe.init) if recipe.init else None
     freeze_shared(model)
     result = train(model, NextTokenObjective(), train_rows.batch, eval_batches, config, work_dir / recipe.name,
                    desc=f"training {recipe.name}")
     if not result.interrupted:
-        export_trained(recipe, model.eval(), result, agreement(model, eval_batches), config, out_dir)
+        export_trained(recipe, model.eval(), result, agreement(model, eval_batches), config, out_dir, started_from)
     return result
 
 
+def warm_start(model, init: str) -> dict:
+    """Load the trained weights of an exported small LM (`export_trained`'s directory, or a zoo name) into `model`,
+    freshly cut with the same layers; returns what the card says of it: its path and the steps it was trained for."""
+    from safetensors.torch import load_file
+
+    from specdiff import zoo
+
+    directory = Path(init).expanduser()
+    if not directory.exists() and "/" not in init:
+        directory = zoo.path(init)  # FileNotFoundError names what the zoo ships
+    card = json.loads((directory / "card.json").read_text()) if (directory / "card.json").exists() else {}
+    wanted, theirs = model.config.specdiff_source_layers, card.get("kept_layers")
+    if theirs is not None and list(theirs) != list(wanted):
+        raise ValueError(f"--init {init}: that small LM keeps layers {theirs}, this run {wanted}; pass "
+                         f"--layers {','.join(map(str, theirs))} or start fresh without --init")
+    weights = load_file(str(directory / "model.safetensors"))  # trained weights only, or a complete model (the zoo's)
+    ours = trained_state(model)
+    if not set(ours) <= set(weights) or any(weights[key].shape != ours[key].shape for key in ours):
+        raise ValueError(f"--init {init}: its weights do not match this run's model (different target or layers); "
+                         "start fresh without --init")
+    model.load_state_dict({key: weights[key].float() for key in ours}, strict=False)
+    return {"path": str(init), "steps": card.get("steps")}
+
+
 def export_trained(recipe: SmallLMRecipe, model, result: TrainResult, heldout_agreement: float,
-                   config: TrainConfig, out: Path) -> Path:
+                   config: TrainConfig, out: Path, started_from: dict | None = None) -> Path:
     """config.json + the trained weights only (fp16) + `derived.json` naming the base whose
     embedding and tokenizer complete them (`specdiff.zoo.derived.materialize`), card."""
     from safetensors.torch import save_file
@@ -219,6 +246,7 @@ def export_trained(recipe: SmallLMRecipe, model, result: TrainResult, heldout_ag
         "parameters_total": sum(p.numel() for p in model.parameters()),
         "data": recipe.data,
         "steps": result.step,
+        "started_from": started_from,
         "tokens_seen": result.tokens_seen,
         "heldout_loss": round(result.eval_loss, 4),
         "heldout_top1_agreement": round(heldout_agreement, 4),
@@ -235,6 +263,11 @@ def export_trained(recipe: SmallLMRecipe, model, result: TrainResult, heldout_ag
     return out
 
 
+def _started(card: dict) -> str:
+    start = card.get("started_from")
+    return f", after {start['steps']} steps of {start['path']} (`--init`)" if start else ""
+
+
 def _card_markdown(card: dict) -> str:
     return f"""# {card['name']}
 
@@ -246,7 +279,7 @@ def _card_markdown(card: dict) -> str:
 | kept layers | {card['kept_layers']} |
 | parameters | {card['parameters']:,} trained (stored, fp16) of {card['parameters_total']:,} |
 | data | the base's greedy and sampled replies in `{card['data']}` (train split) |
-| steps | {card['steps']} (batch {card['train_config']['batch_size']} x {card['train_config']['seq_len']} tokens) |
+| steps | {card['steps']} (batch {card['train_config']['batch_size']} x {card['train_config']['seq_len']} tokens){_started(card)} |
 | held-out loss (reply tokens) | {card['heldout_loss']} |
 | held-out top-1 agreement with the base's reply tokens | {card['heldout_top1_agreement']} |
 | training time | {card['train_seconds'] / 60:.1f} min on {card['machine']} |
