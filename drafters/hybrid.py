@@ -171,7 +171,8 @@ def merge(model: DraftTree, continuations: list[list[int]], depth_rates: list[fl
                      torch.tensor(probs, dtype=torch.float32), kind=ProposalKind.DETERMINISTIC)
 
 
-def cut_by_rates(continuations: list[list[int]], depth_rates: list[float], cut: float) -> list[tuple[list[int], list[float]]]:
+def cut_by_rates(continuations: list[list[int]], depth_rates: list[float],
+                 cut: float) -> list[tuple[list[int], list[float]]]:
     """Each continuation cut before its first token whose path of depth_rates falls to `cut` or below, with the
     rates of the tokens kept; the empty ones dropped. A function of the context and past steps only."""
     kept = []
