@@ -282,7 +282,7 @@ def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, bat
     recipe = SmallLMRecipe(name, target, str(data_dir), kept, config, command, draft_vocab, init)
     try:
         result = run_small_lm(recipe, work_dir, out_dir)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:  # a bad --init or --layers names the fix
         raise click.UsageError(str(error)) from None
     if result.interrupted:
         click.echo(f"stopped at step {result.step}; run the same command again to resume", err=True)

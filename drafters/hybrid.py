@@ -132,8 +132,8 @@ class HybridDrafter:
         n, continuations = self.lookup.match(ctx)
         self.rates.book(ctx.token_ids, n, continuations)
         rates = [self.rates.rate(n, d) for d in range(1, self.lookup.k + 1)]
-        if ctx.sampling is not None and model.kind is ProposalKind.IID:
-            return merge_drawn(model, cut_by_rates(continuations, rates, self.sampled_cut))
+        if ctx.sampling is not None and model.kind is ProposalKind.IID:  # even without a match: keeps it uncut
+            return merge(model, cut_by_rates(continuations, rates, self.sampled_cut), rates)
         if not continuations:
             return model
         return merge(model, continuations, rates)
@@ -145,14 +145,20 @@ def _with_budget(ctx: DraftContext, budget: int) -> DraftContext:
 
 def merge(model: DraftTree, continuations: list[list[int]], depth_rates: list[float]) -> DraftTree:
     """The union of `model`'s tree and the trie of `continuations`; draft_probs [N]: the model's probability for
-    its nodes, depth_rates[depth - 1] for lookup's, the larger where both propose a node. Model nodes keep their
-    order (a topological one); lookup's new nodes follow. DETERMINISTIC: the tokens are fixed candidates."""
-    tokens = model.tokens.tolist()
-    parents = model.parents.tolist()
+    its nodes, depth_rates[depth - 1] for lookup's. Model nodes keep their order (a topological one); lookup's new
+    nodes follow.
+
+    A drawn (IID) `model` stays drawn and lookup's nodes join it as fixed candidates (`DraftTree.fixed`); a node
+    both propose keeps its drawn row and takes lookup's rate (so that nothing about a fixed node depends on a
+    draw); lookup's new nodes get all-zero draft_dists rows (not drawn). Any other `model`: the merged tree is
+    DETERMINISTIC, a node both propose taking the larger probability."""
+    drawn = model.kind is ProposalKind.IID
+    tokens, parents = model.tokens.tolist(), model.parents.tolist()
     if model.draft_probs is not None:
         probs = model.draft_probs.float().tolist()
     else:  # a model tree without probabilities: its nodes rank as lookup's of the same depth
         probs = [depth_rates[min(d, len(depth_rates) - 1)] for d in tree_depths(model.parents).tolist()]
+    fixed = [False] * len(tokens)
     index = {(parent, token): i for i, (parent, token) in enumerate(zip(parents, tokens))}
     for continuation in continuations:
         parent = -1
@@ -161,53 +167,22 @@ def merge(model: DraftTree, continuations: list[list[int]], depth_rates: list[fl
             node = index.get((parent, token))
             if node is None:
                 node = index[(parent, token)] = len(tokens)
-                tokens.append(token)
-                parents.append(parent)
-                probs.append(rate)
-            else:
-                probs[node] = max(probs[node], rate)
-            parent = node
-    return DraftTree(torch.tensor(tokens, dtype=torch.long), torch.tensor(parents, dtype=torch.long),
-                     torch.tensor(probs, dtype=torch.float32), kind=ProposalKind.DETERMINISTIC)
-
-
-def cut_by_rates(continuations: list[list[int]], depth_rates: list[float],
-                 cut: float) -> list[tuple[list[int], list[float]]]:
-    """Each continuation cut before its first token whose path of depth_rates falls to `cut` or below, with the
-    rates of the tokens kept; the empty ones dropped. A function of the context and past steps only."""
-    kept = []
-    for continuation in continuations:
-        path, rates = 1.0, []
-        for depth in range(len(continuation)):
-            path *= depth_rates[min(depth, len(depth_rates) - 1)]
-            if path <= cut:
-                break
-            rates.append(depth_rates[min(depth, len(depth_rates) - 1)])
-        if rates:
-            kept.append((continuation[: len(rates)], rates))
-    return kept
-
-
-def merge_drawn(model: DraftTree, continuations: list[tuple[list[int], list[float]]]) -> DraftTree:
-    """The union of a drawn (IID) `model` tree and the trie of lookup's (continuation, rates), lookup's nodes
-    fixed candidates (`DraftTree.fixed`). A node lookup proposes where the model drew the same token is both:
-    it keeps its drawn row and takes lookup's rate as its probability (so that nothing about a fixed node
-    depends on a draw). Lookup's new nodes have all-zero draft_dists rows (not drawn)."""
-    tokens, parents = model.tokens.tolist(), model.parents.tolist()
-    probs = model.draft_probs.float().tolist()
-    fixed = [False] * len(tokens)
-    index = {(parent, token): i for i, (parent, token) in enumerate(zip(parents, tokens))}
-    for continuation, rates in continuations:
-        parent = -1
-        for token, rate in zip(continuation, rates):
-            node = index.get((parent, token))
-            if node is None:
-                node = index[(parent, token)] = len(tokens)
                 tokens.append(token), parents.append(parent), probs.append(rate), fixed.append(True)
-            elif not fixed[node]:
-                probs[node], fixed[node] = rate, True
+            else:
+                probs[node], fixed[node] = (rate if drawn else max(probs[node], rate)), True
             parent = node
+    tokens, parents, probs = (torch.tensor(tokens, dtype=torch.long), torch.tensor(parents, dtype=torch.long),
+                              torch.tensor(probs, dtype=torch.float32))
+    if not drawn:
+        return DraftTree(tokens, parents, probs, kind=ProposalKind.DETERMINISTIC)
     dists = model.draft_dists
     dists = torch.cat([dists, dists.new_zeros(len(tokens) - model.num_nodes, dists.shape[-1])])  # [N, V]
-    return DraftTree(torch.tensor(tokens, dtype=torch.long), torch.tensor(parents, dtype=torch.long),
-                     torch.tensor(probs, dtype=torch.float32), dists, ProposalKind.IID, torch.tensor(fixed))
+    return DraftTree(tokens, parents, probs, dists, ProposalKind.IID, torch.tensor(fixed))
+
+
+def cut_by_rates(continuations: list[list[int]], depth_rates: list[float], cut: float) -> list[list[int]]:
+    """The continuations cut before the first depth whose path of depth_rates is `cut` or below (the rates
+    depend on depth only, so one depth for all); a function of the context and past steps only."""
+    paths = torch.tensor(depth_rates, dtype=torch.float64).cumprod(0)  # [k]
+    depth = int((paths > cut).int().cumprod(0).sum())
+    return [continuation[:depth] for continuation in continuations if depth]

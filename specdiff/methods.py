@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from specdiff.config import DecodingConfig
@@ -240,9 +239,10 @@ class HeadsMethod:
     @staticmethod
     def load_drafter(spec: str, dtype, device) -> MedusaHeads:
         """Heads from a directory, or a zoo name (FileNotFoundError / ValueError name the fix)."""
+        from specdiff import zoo
         from specdiff.drafters import MedusaHeads
 
-        return MedusaHeads.from_pretrained(_directory_or_zoo(spec), dtype=dtype, device=device)
+        return MedusaHeads.from_pretrained(zoo.directory(spec), dtype=dtype, device=device)
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import HeadsDrafter
@@ -257,16 +257,6 @@ class HeadsMethod:
         else:
             tree = Chain()
         return _parts(target, drafter, tree, depth, self.measured, self.lookup)
-
-
-def _directory_or_zoo(spec: str) -> Path:
-    """A drafter directory, or the zoo's directory of that name (FileNotFoundError names what is shipped)."""
-    from specdiff import zoo
-
-    path = Path(spec).expanduser()
-    if not path.exists() and "/" not in spec:
-        path = zoo.path(spec)
-    return path
 
 
 # Prompt lookup's part of a hybrid method (drafters.HybridDrafter): `lookup`'s trie of up to 4 matches, 10 deep.
@@ -333,9 +323,10 @@ class EagleMethod:
     @staticmethod
     def load_drafter(spec: str, dtype, device) -> EagleModel:
         """An EAGLE drafter from a directory, or a zoo name (FileNotFoundError / ValueError name the fix)."""
+        from specdiff import zoo
         from specdiff.drafters import EagleModel
 
-        return EagleModel.from_pretrained(_directory_or_zoo(spec), dtype=dtype, device=device)
+        return EagleModel.from_pretrained(zoo.directory(spec), dtype=dtype, device=device)
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import EagleDrafter
@@ -378,9 +369,10 @@ class DFlashMethod:
     @staticmethod
     def load_drafter(spec: str, dtype, device) -> DFlashModel:
         """A DFlash drafter from a directory, or a zoo name (FileNotFoundError / ValueError name the fix)."""
+        from specdiff import zoo
         from specdiff.drafters import DFlashModel
 
-        return DFlashModel.from_pretrained(_directory_or_zoo(spec), dtype=dtype, device=device)
+        return DFlashModel.from_pretrained(zoo.directory(spec), dtype=dtype, device=device)
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
         from specdiff.drafters import TargetDiffusionDrafter

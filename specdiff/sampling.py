@@ -162,9 +162,6 @@ def check_tree(tree: DraftTree, vocab_size: int) -> None:
                          f"one of {[kind.name for kind in _TRIALS]}")
     if tree.kind is ProposalKind.DETERMINISTIC or tree.num_nodes == 0:
         return
-    if tree.fixed is not None and tree.kind is ProposalKind.WITHOUT_REPLACEMENT:
-        raise ValueError("fixed candidates merge into IID trees only: a WITHOUT_REPLACEMENT tree's drawn siblings "
-                         "share one q, which a fixed-only sibling does not have")
     if tree.draft_dists is None:
         raise ValueError(f"a {tree.kind.name} tree needs draft_dists (the distributions its children were "
                          "drawn from); give them, or declare the candidates DETERMINISTIC")

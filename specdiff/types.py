@@ -27,7 +27,7 @@ class DraftTree:
     draft_probs [N] (drafter probability of each node's token), draft_dists [N, V] (the drafter's
     distribution each node was drawn from, i.e. at its parent).
 
-    fixed [N] bool | None: in a drawn tree (IID / WITHOUT_REPLACEMENT), the nodes that are also fixed
+    fixed [N] bool | None: in an IID tree, the nodes that are also fixed
     candidates (prompt lookup's, merged into a drafter's sampled tree): verification tries them first among
     their siblings, as point masses, then the drawn ones with the kind's rule. A fixed node that was not
     drawn has an all-zero draft_dists row; one that was (the drafter drew the same token) keeps its row and
@@ -53,9 +53,10 @@ class DraftTree:
         if self.draft_dists is not None and (self.draft_dists.dim() != 2 or self.draft_dists.shape[0] != N):
             raise ValueError(f"draft_dists must be [N={N}, V], got {tuple(self.draft_dists.shape)}")
         if self.fixed is not None:
-            if self.kind is ProposalKind.DETERMINISTIC:
-                raise ValueError("fixed marks the fixed candidates of a drawn tree; a DETERMINISTIC tree's nodes "
-                                 "are all fixed: leave it None")
+            if self.kind is not ProposalKind.IID:
+                raise ValueError(f"fixed marks the fixed candidates among an IID tree's draws, not a {self.kind.name} "
+                                 "tree's (a DETERMINISTIC tree's nodes are all fixed; WITHOUT_REPLACEMENT siblings "
+                                 "share one q a fixed-only sibling lacks): leave it None")
             if self.fixed.shape != (N,) or self.fixed.dtype != torch.bool:
                 raise ValueError(f"fixed must be a bool [N={N}], got {self.fixed.dtype} {tuple(self.fixed.shape)}")
 

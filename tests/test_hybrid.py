@@ -12,7 +12,7 @@ from specdiff import ProposalKind, SpecDiff, methods
 from specdiff.drafters import (DraftContext, EagleDrafter, EagleModel, HybridDrafter, MatchRates, MedusaHeads,
                                PromptLookupDrafter)
 from specdiff.drafters.base import DraftNeeds
-from specdiff.drafters.hybrid import merge
+from specdiff.drafters.hybrid import cut_by_rates, merge
 from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize
 from specdiff.types import DraftTree
 from test_measured import FixedCost
@@ -72,6 +72,9 @@ def test_merge_by_hand():
     assert tree.kind is ProposalKind.DETERMINISTIC
     only_lookup = merge(DraftTree.empty(), [[4, 4, 4]], depth_rates=[0.7, 0.8])  # deeper than the rates: the last
     assert only_lookup.parents.tolist() == [-1, 0, 1] and only_lookup.draft_probs.tolist() == pytest.approx([0.7, 0.8, 0.8])
+    # Sampling: lookup's trie is cut by its rates alone, one depth for every continuation (paths 0.9, 0.45, 0.27).
+    assert cut_by_rates([[1, 2, 3], [4]], [0.9, 0.5, 0.6], cut=0.4) == [[1, 2], [4]]
+    assert cut_by_rates([[1, 2, 3]], [0.3, 0.9], cut=0.4) == []
 
 
 def test_the_hybrid_refuses_a_lookup_that_sizes_itself():

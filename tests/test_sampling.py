@@ -160,14 +160,14 @@ def fixed_candidates(q_table) -> list[list[int]]:
 
 
 def mixed_tree(q_table, g, shared_as_fixed_only=False, fixed=None) -> DraftTree:
-    """A drawn IID chain of 2 from q_table merged with FIXED (drafters.hybrid.merge_drawn). With
+    """A drawn IID chain of 2 from q_table merged with fixed candidates (drafters.hybrid.merge). With
     `shared_as_fixed_only`, a node both drawn and fixed loses its drawn trial (a tempting shortcut: biased)."""
-    from specdiff.drafters.hybrid import merge_drawn
+    from specdiff.drafters.hybrid import merge
 
     chain = draft_tree(ProposalKind.IID, q_table, (1, 1), g)
     chain = dataclasses.replace(chain, draft_probs=torch.full((2,), 0.5))
     fixed = fixed_candidates(q_table) if fixed is None else fixed
-    tree = merge_drawn(chain, [(tokens, [0.9] * len(tokens)) for tokens in fixed])
+    tree = merge(chain, fixed, [0.9])
     if shared_as_fixed_only:
         dists = tree.draft_dists.clone()
         dists[tree.fixed & (dists.sum(-1) > 0)] = 0
@@ -203,19 +203,18 @@ def test_a_shared_node_without_its_drawn_trial_is_caught():
 
 
 def test_a_mixed_tree_by_hand():
-    from specdiff.drafters.hybrid import merge_drawn
+    from specdiff.drafters.hybrid import merge
 
     q = torch.eye(V)[[3, 4]] * 0.6 + 0.4 / V  # [2, V]: drew 3 then 4
     chain = DraftTree.chain([3, 4], torch.tensor([0.65, 0.65]), q, ProposalKind.IID)
-    tree = merge_drawn(chain, [([3, 7], [0.8, 0.5]), ([1], [0.3])])
+    tree = merge(chain, [[3, 7], [1]], [0.8, 0.5])
     assert tree.tokens.tolist() == [3, 4, 7, 1] and tree.parents.tolist() == [-1, 0, 0, -1]
     assert tree.fixed.tolist() == [True, False, True, True]  # 3 drawn and fixed, 4 drawn, 7 and 1 fixed
-    assert tree.draft_probs.tolist() == pytest.approx([0.8, 0.65, 0.5, 0.3])  # a fixed node: lookup's rate
+    assert tree.draft_probs.tolist() == pytest.approx([0.8, 0.65, 0.5, 0.8])  # a fixed node: lookup's rate
     assert torch.equal(tree.draft_dists[:2], q) and not tree.draft_dists[2:].any()
-    with pytest.raises(ValueError, match="DETERMINISTIC"):
-        dataclasses.replace(tree, kind=ProposalKind.DETERMINISTIC)
-    with pytest.raises(ValueError, match="IID trees only"):
-        check_tree(dataclasses.replace(tree, kind=ProposalKind.WITHOUT_REPLACEMENT), V)
+    for kind in (ProposalKind.DETERMINISTIC, ProposalKind.WITHOUT_REPLACEMENT):
+        with pytest.raises(ValueError, match="leave it None"):
+            dataclasses.replace(tree, kind=kind)
     # Fixed trials come first: with p a point mass on 1 the fixed root 1 passes, never the drawn 3 before it.
     p = torch.zeros(5, V)
     p[:, 1] = 1

@@ -133,6 +133,16 @@ def test_distilled_export_is_completed_from_its_base(tmp_path, monkeypatch):
     card = json.loads((tmp_path / "out2" / "card.json").read_text())
     assert again.step == 6 and card["started_from"] == {"path": str(out), "steps": 6}
     assert "after 6 steps of" in (tmp_path / "out2" / "README.md").read_text()
+    # The command line: a bad --init is a usage error that names the fix, not a traceback.
+    from click.testing import CliRunner
+
+    from specdiff.cli.main import cli
+
+    common = ["train", "small-lm", "--target", str(base), "--data", str(data), "--layers", "0,1", "--steps", "1",
+              "--work-dir", str(tmp_path / "work3"), "--out-dir", str(tmp_path / "out3")]
+    for init, says in ((str(out), "pass --layers 0,2"), ("no-such-small-lm", "is not shipped")):
+        result = CliRunner().invoke(cli, [*common, "--init", init])
+        assert result.exit_code == 2 and says in result.output, result.output
 
 
 def _safetensor_keys(path):

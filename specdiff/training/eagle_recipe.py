@@ -116,19 +116,14 @@ def run_eagle(recipe: EagleRecipe, work_dir: Path, out_dir: Path, steps: int | N
     return result
 
 
-def _init_directory(init: str) -> Path:
-    from specdiff import zoo
-
-    directory = Path(init)
-    return zoo.path(init) if not directory.exists() and init in zoo.available() else directory
-
-
 def kept_vocab(init: str, vocab: torch.Tensor) -> torch.Tensor:
     """The draft vocabulary of a warm start: the init drafter's own ids when it has as many as `vocab` (the
     data's most frequent tokens now): it was trained to draft over those ids (its loss left the others out),
     and data that grew since reorder the frequent tokens a little. Otherwise `vocab` (`warm_start` then
     names the mismatch)."""
-    before = EagleModel.from_pretrained(_init_directory(init))
+    from specdiff import zoo
+
+    before = EagleModel.from_pretrained(zoo.directory(init))
     if before.config.draft_vocab_size == len(vocab):
         return before.draft_vocab.clone()
     return vocab
@@ -139,7 +134,9 @@ def warm_start(eagle: EagleModel, init: str) -> dict:
     says of it: its path and the steps it had been trained for."""
     import json
 
-    directory = _init_directory(init)
+    from specdiff import zoo
+
+    directory = zoo.directory(init)
     before = EagleModel.from_pretrained(directory)
     ours, theirs = asdict(eagle.config), asdict(before.config)
     differ = [key for key in ("feature_layers", "draft_vocab_size", "hidden_size", "vocab_size", "num_target_layers")

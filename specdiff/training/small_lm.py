@@ -200,9 +200,7 @@ def warm_start(model, init: str) -> dict:
 
     from specdiff import zoo
 
-    directory = Path(init).expanduser()
-    if not directory.exists() and "/" not in init:
-        directory = zoo.path(init)  # FileNotFoundError names what the zoo ships
+    directory = zoo.directory(init)
     card = json.loads((directory / "card.json").read_text()) if (directory / "card.json").exists() else {}
     wanted, theirs = model.config.specdiff_source_layers, card.get("kept_layers")
     if theirs is not None and list(theirs) != list(wanted):

@@ -22,7 +22,7 @@ STDLIB_TARGET = "stdlib-target"
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                "float16": "float16", "fp16": "float16"}
 
-__all__ = ["load", "path", "available", "shipped", "card", "default_dtype", "heldout_prompts",
+__all__ = ["load", "path", "directory", "available", "shipped", "card", "default_dtype", "heldout_prompts",
            "distinct_bigram_ratio", "ModelNotInstalledError", "PACKAGED", "DEFAULT_TARGET"]
 
 
@@ -56,6 +56,15 @@ def path(name: str, progress: bool = True) -> Path:
     if derived.is_derived(model_dir):  # stored as trained weights only: completed from its base once
         return derived.materialize(model_dir)
     return model_dir
+
+
+def directory(spec: str) -> Path:
+    """`spec` as a local directory when it is one, else the zoo's directory of that name (a name has no "/";
+    FileNotFoundError names what is shipped)."""
+    local = Path(spec).expanduser()
+    if local.exists() or "/" in spec:
+        return local
+    return path(spec)
 
 
 NGRAM_DIR = "stdlib-ngram"
