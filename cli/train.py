@@ -105,9 +105,11 @@ def train_diffusion_drafter(stage, examples, work_dir, out_dir, steps):
                    "with --data].")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="A `specdiff train data` directory of the target's replies (implies --labels distill).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per step [default: the recipe's].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Rows per step; with --data a step scores batch-size x seq-len random reply positions (a head "
+                   "reads one position at a time) [default: the recipe's].")
 @click.option("--seq-len", type=click.IntRange(min=8), default=None,
-              help="Tokens per row with --data [default: the recipe's].")
+              help="Tokens per row [default: the recipe's].")
 @click.option("--num-heads", type=click.IntRange(min=1), default=None, help="Heads to train [default: the recipe's].")
 @click.option("--hydra/--no-hydra", default=None,
               help="Hydra-style heads that also see the embeddings of the tokens drafted before them.")
@@ -120,9 +122,14 @@ def train_diffusion_drafter(stage, examples, work_dir, out_dir, steps):
 @_steps
 @click.option("--draft-vocab", type=click.IntRange(min=0), default=None,
               help="With --data: tokens of the reduced draft head written beside the heads (draft_vocab.json: the "
-                   "most frequent reply tokens; the heads project onto them only); 0: none [default: 8192].")
+                   "most frequent reply tokens; the heads train and draft over them only); 0: none [default: 8192].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate [default: the recipe's, 1e-3].")
+@click.option("--mixed-precision", type=click.Choice(["no", "bf16"]), default=None,
+              help="The training forward's autocast: bf16 is 2-4x faster on CPUs with AMX / AVX512-BF16 and on GPUs; "
+                   "evaluation stays fp32 [default: no].")
 def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra, examples, work_dir, out_dir, steps,
-                draft_vocab):
+                draft_vocab, lr, mixed_precision):
     """Train Medusa-style heads on a frozen target (Medusa-1 loss) and export them with a model card.
 
     \b
@@ -140,9 +147,15 @@ def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra,
     if data_dir is not None:
         labels, data_dir = labels or "distill", str(data_dir)
         recipe = replace(recipe, command=f"{recipe.command} --data {data_dir}")
-    sizes = {name: value for name, value in (("batch_size", batch_size), ("seq_len", seq_len)) if value is not None}
-    if draft_vocab is not None:
-        recipe = replace(recipe, command=f"{recipe.command} --draft-vocab {draft_vocab}")
+    sizes = {name: value for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("lr", lr),
+                                             ("mixed_precision", mixed_precision)) if value is not None}
+    for flag, value in (("--draft-vocab", draft_vocab), ("--batch-size", batch_size), ("--seq-len", seq_len),
+                        ("--lr", lr), ("--mixed-precision", mixed_precision), ("--num-heads", num_heads),
+                        ("--steps", steps)):
+        if value is not None:
+            recipe = replace(recipe, command=f"{recipe.command} {flag} {value}")
+    if hydra:
+        recipe = replace(recipe, command=f"{recipe.command} --hydra")
     given = dict(labels=labels, data=data_dir, num_heads=num_heads, conditioned=hydra, examples=examples,
                  train=replace(recipe.train, **sizes) if sizes else None, draft_vocab=draft_vocab)
     try:
@@ -292,8 +305,8 @@ def train_small_lm(target, data_dir, layers, name, work_dir, out_dir, steps, bat
 
 
 def _feature_drafter_options(command):
-    """--target, --data, --out-dir, --work-dir, --steps and --teacher-dtype of the drafters trained on the
-    target's features over its replies (`TeacherFeatures`)."""
+    """--target, --data, --out-dir, --work-dir, --steps, --teacher-dtype, --mixed-precision and --seed of the
+    drafters trained on the target's features over its replies (`TeacherFeatures`)."""
     options = [
         click.option("--target", metavar="NAME|DIR", required=True,
                      help="The frozen target: a zoo name or a model directory with its tokenizer."),
@@ -308,6 +321,9 @@ def _feature_drafter_options(command):
         click.option("--mixed-precision", type=click.Choice(["no", "bf16"]), default=None,
                      help="The training forward's autocast: bf16 is 2-4x faster on CPUs with AMX / AVX512-BF16 "
                           "and on GPUs; evaluation stays fp32 [default: no]."),
+        click.option("--seed", type=click.IntRange(min=0), default=None,
+                     help="Seed of the initialisation and of which windows each step draws; a run continued with "
+                          "--init draws other windows with another seed [default: 0]."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -335,7 +351,7 @@ def _feature_drafter_options(command):
 @click.option("--init", "init", metavar="DIR|NAME", default=None,
               help="Start from an exported EAGLE drafter (a directory or zoo name, e.g. the shipped one) instead "
                    "of fresh weights; it must match --layers and --draft-vocab.")
-def train_eagle(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixed_precision, layers, draft_vocab,
+def train_eagle(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixed_precision, seed, layers, draft_vocab,
                 ttt_steps, feature_weight, batch_size, seq_len, lr, eval_every, init):
     """Train an EAGLE drafter on a frozen target's features over its own replies (EAGLE-3's training-time
     test) and export it with a model card (held-out acceptance per draft position).
@@ -352,7 +368,7 @@ def train_eagle(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixed
     _train_feature_drafter(functools.partial(EagleRecipe, out_dir.name, target, str(data_dir)), run_eagle, out_dir,
                            work_dir, steps, given,
                            dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every,
-                                mixed_precision=mixed_precision))
+                                mixed_precision=mixed_precision, seed=seed))
 
 
 def _train_feature_drafter(make_recipe, run, out_dir: Path, work_dir: Path, steps: int | None, given: dict,
@@ -411,7 +427,7 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Steps between held-out evaluations, each a point of the card's tau-by-training-tokens curve "
                    "[default: 200].")
-def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixed_precision, layers, block_size,
+def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixed_precision, seed, layers, block_size,
                  num_layers, anchors, draft_vocab, fused_masks, batch_size, seq_len, lr, eval_every):
     """Train a DFlash drafter (block diffusion conditioned on the target's hidden states) on a frozen
     target's own replies, and export it with a model card (held-out acceptance per block position).
@@ -429,4 +445,4 @@ def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixe
     _train_feature_drafter(functools.partial(DFlashRecipe, out_dir.name, target, str(data_dir)), run_dflash, out_dir,
                            work_dir, steps, given,
                            dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every,
-                                mixed_precision=mixed_precision))
+                                mixed_precision=mixed_precision, seed=seed))

@@ -52,6 +52,8 @@ def speculative_decode(
     # cache's commit are the loop's own work, what the efficiency column shows.
     forward_clock = verifier.forward_seconds
     scored = verifier.prefill(prompt_ids, slots_for(prompt_ids, None) if slots_for else None)
+    stats.verify_time += verifier.forward_seconds - forward_clock  # the prefill: a target forward, no step's
+    forward_clock = verifier.forward_seconds
     # The rows of `scored` whose tokens are committed; the last one predicted the last committed token.
     rows = list(range(scored.hidden.shape[1])) if scored.hidden is not None else []
     parts.length_policy.reset()

@@ -245,7 +245,7 @@ class HeadsMethod:
         return MedusaHeads.from_pretrained(zoo.directory(spec), dtype=dtype, device=device)
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
-        from specdiff.drafters import HeadsDrafter
+        from specdiff.drafters import DrawnChain, HeadsDrafter
         from specdiff.trees import Chain, OptTree, StaticTree
 
         drafter = HeadsDrafter(drafter_model, target, top_k=self.top_k)
@@ -256,6 +256,8 @@ class HeadsMethod:
             tree = StaticTree.from_widths(self.widths)
         else:
             tree = Chain()
+            if not self.measured:  # sampled, the chain is drawn from the heads' rows (a size cut would fix it)
+                drafter = DrawnChain(drafter)
         return _parts(target, drafter, tree, depth, self.measured, self.lookup)
 
 
@@ -343,7 +345,8 @@ class DFlashMethod:
     """A DFlash drafter (target-conditioned block diffusion) drafts up to block_size - 1 positions in one
     forward from the target's hidden states, as a lattice; the search makes it the argmax chain, CPS
     (scored by the online n-gram of the context: the shipped stdlib 3-gram speaks another tokenizer)
-    or an OPT-Tree; optionally DiffuSpec's adaptive draft length.
+    or an OPT-Tree; optionally DiffuSpec's adaptive draft length. Sampling, the chain methods draw their
+    chain from the lattice's rows (`DrawnChain`); the `-hw` ones keep the argmax chain, which they cut.
 
     The drafter is not a causal LM: `load_drafter` reads a DFlash directory (DFlashModel.save_pretrained)
     or a zoo name, and `build` attaches it to the target's embedding and LM head."""
@@ -375,7 +378,7 @@ class DFlashMethod:
         return DFlashModel.from_pretrained(zoo.directory(spec), dtype=dtype, device=device)
 
     def build(self, target, tokenizer, drafter_model, options: MethodOptions) -> MethodParts:
-        from specdiff.drafters import TargetDiffusionDrafter
+        from specdiff.drafters import DrawnChain, TargetDiffusionDrafter
         from specdiff.ngram import OnlineNGram
         from specdiff.policies import AdaptiveDraftLength, FixedDraftLength
         from specdiff.trees import CausalConsistencySearch, Chain, OptTree
@@ -395,6 +398,8 @@ class DFlashMethod:
             tree = OptTree(node_budget=self.node_budget, max_depth=k)
         else:
             tree = Chain(self.threshold)
+            if not self.measured:  # sampled, the chain is drawn from the lattice's rows (a size cut would fix it)
+                drafter = DrawnChain(drafter, self.threshold)
         return _parts(target, drafter, tree, k, self.measured, self.lookup, policy)  # measured: 16 rows cost ~2x 3
 
 

@@ -15,10 +15,11 @@ import torch
 from safetensors import safe_open
 
 import tiny
-from specdiff import SpecDiff, methods
-from specdiff.drafters import DFlashModel, TargetDiffusionDrafter
-from specdiff.drafters.base import DraftContext
+from specdiff import ProposalKind, SpecDiff, methods
+from specdiff.drafters import DFlashModel, DrawnChain, TargetDiffusionDrafter
+from specdiff.drafters.base import DraftContext, DraftNeeds
 from specdiff.lattice import prune_lattice
+from specdiff.types import TokenLattice
 from specdiff.training import distill
 from specdiff.trees import MeasuredDraftLength, MeasuredSize
 from specdiff.training.dflash import (IGNORE, AnchorBatch, AnchorSampler, DFlashObjective, anchor_block_logits,
@@ -340,13 +341,83 @@ def test_sampled_tokens_follow_the_target(method, fused, vocab):
         sized = FixedCost(spec.tree_builder.inner)
         spec = SpecDiff(target, spec.drafter, tree=sized, draft_length=MeasuredDraftLength(sized, spec.drafter.k))
     if vocab is not None:
-        spec = SpecDiff(target, TargetDiffusionDrafter(model, target, k=spec.drafter.k, draft_vocab=vocab),
-                        tree=spec.tree_builder, draft_length=spec.draft_length)
+        drafter = DrawnChain(TargetDiffusionDrafter(model, target, k=spec.drafter.k, draft_vocab=vocab))
+        spec = SpecDiff(target, drafter, tree=spec.tree_builder, draft_length=spec.draft_length)
     options = dict(temperature=1.0, top_k=0, repetition_penalty=1.2)
     assert first_tokens_pvalue(spec, target, 3, 200, options) > P_VALUE
     accepted = {n for seed in range(20) for n in spec.generate(torch.tensor([[3, 4, 5, 3, 4]]), max_new_tokens=6,
                                                                temperature=1.0, seed=seed).stats.accepted_lengths}
     assert 0 in accepted and max(accepted) >= 1
+
+
+class FixedLattice:
+    """A lattice drafter that proposes the same rows every step (dists given, candidates their top 2)."""
+
+    needs = DraftNeeds()  # no target states
+    k = 3
+    forward_count = 0
+
+    def __init__(self, dists: torch.Tensor):
+        top = dists.topk(2, dim=-1)
+        self.lattice = TokenLattice(top.indices, top.values, dists)
+
+    def bind(self, target_vocab_size, tokenizer=None):
+        pass
+
+    def reset(self):
+        pass
+
+    def propose(self, ctx):
+        return self.lattice
+
+
+def test_a_sampled_chain_is_drawn_from_the_lattice_rows_and_cut_by_the_lattice_alone():
+    from specdiff.sampling import SamplingSettings
+
+    dists = torch.zeros(3, 8)
+    dists[0, [2, 5]] = 0.5  # two equally likely tokens
+    dists[1, 3] = 1.0
+    dists[2, [1, 4, 6]] = torch.tensor([0.3, 0.3, 0.4])  # most probable 0.4: the threshold-0.45 chain stops before it
+    drafter = DrawnChain(FixedLattice(dists), threshold=0.45)
+    greedy = DraftContext([1, 2], budget=3)
+    assert drafter.propose(greedy) is drafter.drafter.lattice  # greedy: the lattice, for the tree policy
+    firsts = []
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        ctx = DraftContext([1, 2], budget=3, sampling=SamplingSettings(), generator=generator)
+        tree = drafter.propose(ctx)
+        assert tree.kind is ProposalKind.IID and tree.num_nodes == 2 and tree.parents.tolist() == [-1, 0]
+        assert torch.equal(tree.draft_dists, dists[:2]) and tree.tokens[1] == 3
+        assert torch.equal(tree.draft_probs, dists[[0, 1], tree.tokens])
+        firsts.append(int(tree.tokens[0]))
+    assert set(firsts) == {2, 5} and 70 < firsts.count(2) < 130  # drawn from row 0, not its argmax
+    one = drafter.propose(DraftContext([1, 2], budget=1, sampling=SamplingSettings(), generator=generator))
+    assert one.num_nodes == 1  # the budget caps it
+    with pytest.raises(ValueError, match="threshold must be in"):
+        DrawnChain(FixedLattice(dists), threshold=1.0)
+
+
+@pytest.mark.parametrize("method", ["dflash", "dflash-lookup"])
+def test_sampled_dflash_chains_are_drawn(method):
+    """The chain methods' sampled steps verify drawn (IID) nodes; with lookup, its trie joins as fixed ones."""
+    target = small_model(0)
+    torch.manual_seed(5)
+    model = DFlashModel.for_target(target, block_size=3)
+    spec = methods.build(method, target, None, model)
+    kinds = []
+    original = spec.drafter.propose
+
+    def recording(ctx):
+        tree = original(ctx)
+        kinds.append(getattr(tree, "kind", None))
+        return tree
+
+    spec.drafter.propose = recording
+    spec.generate(torch.tensor([[3, 4, 5, 3, 4, 5, 3, 4]]), max_new_tokens=8, temperature=1.0, seed=0)
+    assert kinds and set(kinds) == {ProposalKind.IID}
+    kinds.clear()
+    spec.generate(torch.tensor([[3, 4, 5, 3, 4, 5, 3, 4]]), max_new_tokens=8)  # greedy: the lattice, argmax chain
+    assert ProposalKind.IID not in kinds
 
 
 # --- training: resume, files, CLI ---------------------------------------------------------------

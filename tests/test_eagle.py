@@ -244,6 +244,13 @@ def write_distill_dir(directory, prompts: list[list[int]], responses: list[list[
     return directory
 
 
+def random_distill_dir(directory, records: int, seed: int = 0):
+    """A distillation directory of random 8-token prompts and 12-token replies (ids 3..299)."""
+    rng = np.random.default_rng(seed)
+    prompts = [rng.integers(3, 300, size=8).tolist() for _ in range(records)]
+    return write_distill_dir(directory, prompts, [rng.integers(3, 300, size=12).tolist() for _ in prompts])
+
+
 @pytest.fixture(scope="module")
 def pattern(tmp_path_factory):
     """A tiny target trained to continue CYCLE, its greedy replies to cycle prompts and their features."""
@@ -352,17 +359,15 @@ def test_registered_methods_build_and_stay_exact(tmp_path):
 def test_cli_train_eagle_then_generate(tiny_models, tmp_path, monkeypatch):  # noqa: F811
     target_dir, drafter_dir = tiny_models
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the teacher features' cache
-    rng = np.random.default_rng(0)
-    prompts = [rng.integers(3, 300, size=8).tolist() for _ in range(60)]
-    data = write_distill_dir(tmp_path / "data", prompts, [rng.integers(3, 300, size=12).tolist() for _ in prompts])
+    data = random_distill_dir(tmp_path / "data", 60)
     out = tmp_path / "my-eagle"
     result = invoke("train", "eagle", "--target", target_dir, "--data", data, "--out-dir", out, "--work-dir",
                     tmp_path / "work", "--steps", 2, "--layers", "1,2", "--draft-vocab", 64, "--batch-size", 2,
-                    "--seq-len", 16, "--teacher-dtype", "float32", "--mixed-precision", "bf16")
+                    "--seq-len", 16, "--teacher-dtype", "float32", "--mixed-precision", "bf16", "--seed", 3)
     assert result.exit_code == 0, result.output
     card = json.loads((out / "card.json").read_text())
     assert card["steps"] == 2 and card["eagle"]["draft_vocab_size"] == 64
-    assert card["train_config"]["mixed_precision"] == "bf16"
+    assert card["train_config"]["mixed_precision"] == "bf16" and card["train_config"]["seed"] == 3
     assert card["teacher_features"]["layers"] == [1, 2] and card["command"].startswith("specdiff train eagle --target")
     for method in ("eagle", "eagle-tree"):
         result = invoke("generate", "def f(x):\n", "--target", target_dir, "--method", method, "--drafter", out,

@@ -14,7 +14,7 @@ import tiny
 from transformers import AutoModelForCausalLM
 
 from specdiff import DraftTree, SpecDiff, hf_compat, methods
-from specdiff.drafters import HeadsConfig, HeadsDrafter, MedusaHeads
+from specdiff.drafters import DrawnChain, HeadsConfig, HeadsDrafter, MedusaHeads
 from specdiff.training.diffusion import greedy_continuations
 from specdiff.training.heads import (IGNORE, HeadsObjective, HeadsRecipe, export_heads, following_tokens,
                                      head_accuracy, head_labels)
@@ -22,6 +22,7 @@ from specdiff.training.loop import TrainConfig, TrainResult, evaluate, train
 from specdiff.trees import Chain, OptTree, StaticTree
 from specdiff.verifiers import HFVerifier
 from test_cli import assert_clean_failure, invoke, tiny_models  # noqa: F401  (session fixture)
+from test_eagle import pattern  # noqa: F401  (module fixture: a tiny target that continues a cycle, its features)
 from test_sampling import P_VALUE
 from test_sampling_e2e import PROMPT as SMALL_PROMPT
 from test_sampling_e2e import V as SMALL_V
@@ -296,6 +297,9 @@ SAMPLED = {
     "opt-tree-warped": (OptTree(node_budget=4), False, dict(temperature=0.8, top_k=5, repetition_penalty=1.2)),
     "static-hydra": (StaticTree.from_widths((2, 2)), True, dict(temperature=1.0, top_k=0)),
     "opt-tree-reduced-vocab": (OptTree(node_budget=4), False, dict(temperature=1.0, top_k=0)),
+    # the `heads` method's sampled chain: drawn from the heads' rows (DrawnChain), an IID tree
+    "drawn-chain-reduced-vocab": (Chain(), False, dict(temperature=0.8, top_k=5, repetition_penalty=1.2)),
+    "drawn-hydra-chain": (Chain(), True, dict(temperature=1.0, top_k=0)),
 }
 REDUCED = [i for i in range(SMALL_V) if i % 3]  # the sampled case's draft vocabulary: 2 of every 3 tokens
 
@@ -306,7 +310,8 @@ def test_sampled_runs_follow_the_target(case):
     model = small_model(0)
     heads = random_heads(model, num_heads=2, conditioned=conditioned, std=1.0)
     vocab = REDUCED if case.endswith("reduced-vocab") else None
-    spec = SpecDiff(model, HeadsDrafter(heads, model, top_k=2, draft_vocab=vocab), tree=tree)
+    drafter = HeadsDrafter(heads, model, top_k=2, draft_vocab=vocab)
+    spec = SpecDiff(model, DrawnChain(drafter) if case.startswith("drawn") else drafter, tree=tree)
     assert first_tokens_pvalue(spec, model, 3, 200, options) > P_VALUE
     accepted = [n for seed in range(20)
                 for n in spec.generate(SMALL_PROMPT, max_new_tokens=6, seed=seed, **options).stats.accepted_lengths]
@@ -480,3 +485,113 @@ def test_self_distillation_recipe_runs_end_to_end(tiny_models, few_corpus_files,
     card = json.loads((tmp_path / "out" / "tiny-heads" / "card.json").read_text())
     assert card["labels"] == "target" and card["head_accuracy"]["labels_per_head"] > 0
     assert list((tmp_path / "work" / "tiny-heads").glob("train-continuations-8x8+8-seed0.npy"))
+
+
+# --- distilled heads: trained from the target's cached LM-head inputs -------------------------------
+
+
+def test_position_batches_by_hand(tmp_path):
+    from test_eagle import write_distill_dir
+
+    from specdiff.training.features import TeacherFeatures
+    from specdiff.training.heads import PositionSampler
+
+    target = tiny.build("llama")
+    records = [([5, 6, 7], [8, 9, 10, 11]), ([12, 13], [14, 15, 16])]
+    data = write_distill_dir(tmp_path / "data", [p for p, _ in records], [r for _, r in records])
+    features = TeacherFeatures.build(target, data, (1, 2), "all", target_name="tiny", cache_dir=tmp_path / "cache",
+                                     progress=False)
+    sampler = PositionSampler(features, 2, num_heads=2, count=64, seed=0)
+    # head 0's label (2 ahead) must be a reply token: positions 1..4 of the first record, 0..2 of the second
+    # (flat positions 7..9: the second record starts at token 7)
+    assert sampler.positions.tolist() == [1, 2, 3, 4, 7, 8, 9] and sampler.ends.tolist() == [7] * 4 + [12] * 3
+    batch = sampler.batch(3)
+    assert batch.states.shape == (64, 64) and batch.tokens.shape == batch.labels.shape == (64, 2)
+    hidden = [full_hidden(target, p + r) for p, r in records]  # [T, H] per record
+    seen = set()
+    for state, tokens, labels in zip(batch.states, batch.tokens, batch.labels):
+        # which position it is: the record row its state is (fp16 rounding apart)
+        r, t = min(((r, t) for r in range(2) for t in range(len(hidden[r]))),
+                   key=lambda rt: (hidden[rt[0]][rt[1]] - state).abs().max().item())
+        torch.testing.assert_close(state, hidden[r][t], atol=1e-2, rtol=1e-2)
+        ids = records[r][0] + records[r][1]
+        assert t + 2 >= len(records[r][0])  # its first label is a reply token
+        assert tokens.tolist() == [ids[t + 1 + m] if t + 1 + m < len(ids) else 0 for m in range(2)]
+        assert labels.tolist() == [ids[t + 2 + i] if t + 2 + i < len(ids) else IGNORE for i in range(2)]
+        seen.add((r, t))
+    assert len(seen) == 7  # every trainable position drawn
+    assert torch.equal(sampler.batch(3).labels, batch.labels) and torch.equal(sampler.batch(3).states, batch.states)
+    with pytest.raises(ValueError, match=r"hold layers \[1, 2\], not the LM head's input 3"):
+        PositionSampler(features, 3, 2, 8)
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_heads_learn_a_pattern_from_features(pattern, conditioned, tmp_path):  # noqa: F811
+    """A tiny target that continues a cycle, its replies' features: heads trained on them draft the cycle
+    (every head right, tau near k + 1), over a reduced draft head, and stay exact."""
+    import numpy as np
+
+    from specdiff.training.heads import FeatureHeadsObjective, PositionSampler
+    from specdiff.vocab import frequent_tokens, write_draft_vocab
+    from test_eagle import REPLY, STREAM
+
+    target, features, _ = pattern
+    k = 3
+    draft_ids = frequent_tokens([features["train"].ids(i) for i in range(len(features["train"]))], 16, tiny.VOCAB)
+    heads = MedusaHeads.for_target(target, num_heads=k, conditioned=conditioned)
+    objective = FeatureHeadsObjective(draft_ids)
+    sampler = PositionSampler(features["train"], 2, k, count=256, seed=0)
+    heldout = PositionSampler(features["heldout"], 2, k, count=256, seed=1).fixed_batches(2)
+    config = TrainConfig(steps=80, batch_size=8, seq_len=32, lr=1e-2, warmup_steps=5, weight_decay=0.0,
+                         eval_every=80, eval_batches=2, save_every=80)
+    before = evaluate(heads, objective, heldout, "cpu")
+    result = train(heads, objective, sampler.batch, heldout, config, tmp_path / "run", desc="heads")
+    assert result.eval_loss < 0.1 * before
+    accuracy = objective.accuracy(heads, heldout)
+    assert min(accuracy["top1"]) > 0.95, accuracy
+    heads.save_pretrained(tmp_path / "heads")
+    write_draft_vocab(tmp_path / "heads", draft_ids, {"source": "test"})
+    drafter = HeadsDrafter.from_pretrained(tmp_path / "heads", target)
+    assert drafter.draft_vocab.tolist() == draft_ids.tolist()
+    prompt = torch.from_numpy(STREAM[3:12].astype(np.int64))[None]
+    run = SpecDiff(target, drafter).generate(prompt, max_new_tokens=REPLY)
+    assert run.token_ids == tiny.reference(target, prompt, REPLY)
+    assert run.stats.tau >= 0.8 * (k + 1)
+
+
+def test_cli_train_distilled_heads_from_features_then_generate(tiny_models, tmp_path, monkeypatch):  # noqa: F811
+    from test_eagle import random_distill_dir
+
+    target_dir, _ = tiny_models
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the teacher features' cache
+    data = random_distill_dir(tmp_path / "data", 40)
+    result = invoke("train", "heads", "--target", target_dir, "--data", data, "--out-dir", tmp_path / "out",
+                    "--work-dir", tmp_path / "work", "--steps", 3, "--num-heads", 2, "--draft-vocab", 64,
+                    "--batch-size", 2, "--seq-len", 16, "--lr", 0.01, "--mixed-precision", "bf16")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / "target-heads"
+    card = json.loads((out / "card.json").read_text())
+    assert card["labels"] == "distill" and card["steps"] == 3 and card["draft_vocab"]["size"] == 64
+    assert card["train_config"]["mixed_precision"] == "bf16" and card["train_config"]["lr"] == 0.01
+    assert card["head_accuracy"]["labels_per_head"] > 0 and card["teacher_features"]["layers"] == [0, 1, 2]
+    assert "32 random reply positions a step" in (out / "README.md").read_text()
+    assert "--mixed-precision bf16" in card["command"] and "--batch-size 2 --seq-len 16" in card["command"]
+    # the one feature build EAGLE's default would make too (its taps and the LM head's input), both splits
+    built = sorted(path.name for path in (tmp_path / "cache" / "specdiff" / "features").iterdir())
+    assert len(built) == 2 and all(name.endswith("-l0-1-2-bfloat16") for name in built), built
+    for method in ("heads", "heads-tree"):
+        result = invoke("generate", "def f(x):\n", "--target", target_dir, "--method", method, "--drafter", out,
+                        "--max-new-tokens", 6)
+        assert result.exit_code == 0, result.output
+
+
+def test_control_a_chain_not_drawn_from_the_rows_it_reports_fails(monkeypatch):
+    """The chi-square above can tell: reporting the rows as q but taking their argmax (an IID claim that is false)
+    skews the first tokens."""
+    import specdiff.drafters.drawn as drawn
+
+    monkeypatch.setattr(drawn, "sample_token", lambda row, generator: int(row.argmax()))
+    model = small_model(0)
+    heads = random_heads(model, num_heads=2, std=1.0)
+    spec = SpecDiff(model, DrawnChain(HeadsDrafter(heads, model, top_k=2)), tree=Chain())
+    assert first_tokens_pvalue(spec, model, 3, 200, dict(temperature=1.0, top_k=0)) < P_VALUE

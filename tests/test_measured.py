@@ -143,8 +143,9 @@ def test_the_loop_reports_every_step():
     result = SpecDiff(model, AutoregressiveDrafter(model, k=3, top_k=2), tree=builder).generate(prompt, max_new_tokens=12)
     assert [a for _, a, _, _ in steps] == result.stats.accepted_lengths
     assert sum(n for n, _, _, _ in steps) == result.stats.drafted_tokens
+    # a step's own verify forward, inside the step (the prefill's is no step's: it once went to step 1's)
     assert all(0 < verify <= step for _, _, verify, step in steps)
-    assert sum(v for _, _, v, _ in steps) == pytest.approx(result.stats.verify_time)
+    assert 0 < sum(v for _, _, v, _ in steps) < result.stats.verify_time  # verify_time counts the prefill too
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen2"])

@@ -11,6 +11,11 @@ token at j + 2 + i, the same offsets `HeadsDrafter` drafts with. Labels, a choic
   heads then learn the corpus, not the target.
 - "distill": the target's replies in a `specdiff train data` directory (`data`): chat prompts and the
   target's greedy and sampled replies, loss on reply tokens. The labels for a real chat target.
+  These train from the target's cached hidden states (`TeacherFeatures`, the build EAGLE and DFlash
+  share), not a target forward per batch: a head reads one position at a time, so a step scores
+  `batch_size x seq_len` random reply positions of the whole set, over the reduced draft head's rows
+  (`draft_vocab`) the heads will draft with. On SmolLM2 a step of 1,024 positions costs ~0.2 s on a
+  CPU thread where a forward-and-score step over windows cost ~14 s.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,8 +33,9 @@ from specdiff.drafters.heads import MedusaHeads
 from specdiff.training.data import WindowSampler, encode_files
 from specdiff.training.diffusion import RowSampler, greedy_continuations
 from specdiff.training.distill import reply_draft_vocab
+from specdiff.training.features import TeacherFeatures
 from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
-from specdiff.vocab import write_draft_vocab
+from specdiff.vocab import to_draft_indices, write_draft_vocab
 
 IGNORE = -100  # cross_entropy's ignore_index
 HELDOUT_SEED = 12345
@@ -52,12 +59,7 @@ def following_tokens(batch: torch.Tensor, count: int, pad_id: int = 0) -> torch.
 
 def head_labels(batch: torch.Tensor, head: int, label_start: int = 0, ignore_token_id: int | None = None) -> torch.Tensor:
     """[B, S] labels of head `head`: position j's is batch[j + 2 + head]; IGNORE where that runs past
-    the row, lies before `label_start` (the prompt of a self-distillation row) or is padding.
-    A [B, 2, S] batch (ids, next-token labels with IGNORE, as `small_lm.ReplyWindows` makes) carries
-    its own labels: position j's is labels[j + 1 + head]."""
-    if batch.dim() == 3:
-        shift = 1 + head
-        return F.pad(batch[:, 1, shift:], (0, shift), value=IGNORE)
+    the row, lies before `label_start` (the prompt of a self-distillation row) or is padding."""
     B, S = batch.shape
     shift = 2 + head
     labels = F.pad(batch[:, shift:], (0, shift), value=IGNORE)  # [B, S]
@@ -84,8 +86,7 @@ class HeadsObjective:
         self.target.requires_grad_(False).eval()
 
     def head_logits(self, heads, batch: torch.Tensor) -> torch.Tensor:
-        """[k, B, S, V] every head's logits at every position of `batch` [B, S] (or [B, 2, S]: ids, labels)."""
-        batch = batch[:, 0] if batch.dim() == 3 else batch
+        """[k, B, S, V] every head's logits at every position of `batch` [B, S]."""
         hidden = target_hidden(self.target, batch)
         config = getattr(heads, "module", heads).config  # heads may come wrapped for DDP
         tokens = following_tokens(batch, config.num_heads) if config.conditioned else None
@@ -141,6 +142,7 @@ class HeadsRecipe:
     examples: int = 2048
     heldout_examples: int = 64
     data: str | None = None  # labels "distill": the `specdiff train data` directory
+    teacher_dtype: str = "bfloat16"  # labels "distill": the target's dtype while computing its features (cache key)
     command: str = ""
     # labels "distill": rows of the reduced draft head written beside the heads (draft_vocab.json: the
     # most frequent reply tokens; HeadsDrafter projects onto them only); 0: none, the whole head
@@ -179,18 +181,8 @@ def load_target(spec: str, dtype: str | None = None):
 
 
 def _data(recipe: HeadsRecipe, target, tokenizer, run_dir: Path, config: TrainConfig):
-    """(sample_batch, held-out batches, label_start, ignore_token_id) for the recipe's labels."""
+    """(sample_batch, held-out batches, label_start, ignore_token_id) for labels "target" and "corpus"."""
     from specdiff.zoo.corpus import split_files
-
-    if recipe.labels == "distill":
-        from specdiff.training.distill import DistillDataset
-        from specdiff.training.small_lm import ReplyWindows
-
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        rows = ReplyWindows(DistillDataset(recipe.data, "train"), config.seq_len, config.batch_size, config.seed, pad)
-        heldout = ReplyWindows(DistillDataset(recipe.data, "heldout"), config.seq_len, config.batch_size,
-                               HELDOUT_SEED, pad)
-        return rows.batch, heldout.fixed_batches(config.eval_batches), 0, None
 
     split = split_files()
     train_stream = encode_files(tokenizer, split.train, run_dir / "train_tokens.npy")
@@ -214,10 +206,152 @@ def _continuations(target, stream, recipe: HeadsRecipe, count: int, seed: int, c
     return greedy_continuations(target, prompts, recipe.continuation_tokens, cache_path=cache)
 
 
+@dataclass(frozen=True)
+class PositionBatch:
+    """N positions of distillation records, each on its own: states [N, H] the target's LM-head input there;
+    tokens [N, k] the ids 1..k positions after it (what conditioned heads are teacher-forced with; 0 past
+    the record); labels [N, k] head i's label, the id i + 2 positions after it, IGNORE past the record."""
+
+    states: torch.Tensor
+    tokens: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device) -> "PositionBatch":
+        return PositionBatch(self.states.to(device), self.tokens.to(device), self.labels.to(device))
+
+
+class PositionSampler:
+    """`count` random positions per batch among those whose head-0 label is a reply token, from
+    `features` at `layer` (the LM head's input); a pure function of (seed, step), so resume is exact."""
+
+    def __init__(self, features: TeacherFeatures, layer: int, num_heads: int, count: int, seed: int = 0):
+        if layer not in features.layers:
+            raise ValueError(f"the teacher features hold layers {list(features.layers)}, not the LM head's input "
+                             f"{layer}; build them with TeacherFeatures.build(target, data_dir, layers=(..., {layer}))")
+        starts = features.offsets[:-1] + np.maximum(features.prompt_lengths - 2, 0)  # head 0's label in the reply
+        ends = features.offsets[1:]
+        lengths = np.maximum(ends - 2 - starts, 0)
+        if not lengths.sum():
+            raise ValueError(f"no reply positions to train on in the teacher features at {features.directory}")
+        self.positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        self.ends = np.repeat(ends, lengths)  # each position's record end
+        self.features, self.column, self.k, self.count, self.seed = features, features.layers.index(layer), \
+            num_heads, count, seed
+
+    def batch(self, step: int) -> PositionBatch:
+        rng = np.random.default_rng((self.seed, step))
+        chosen = np.sort(rng.integers(len(self.positions), size=self.count))  # sorted: reads in file order
+        at, end = self.positions[chosen], self.ends[chosen]
+        states = torch.from_numpy(np.asarray(self.features.states[at, self.column], dtype=np.float32))
+        after = at[:, None] + 1 + np.arange(self.k + 1)  # [N, k + 1]: the k tokens after, then the last label
+        inside = after < end[:, None]
+        ids = np.where(inside, self.features.token_ids[np.minimum(after, len(self.features.token_ids) - 1)], -1)
+        tokens = torch.from_numpy(np.where(inside[:, :-1], ids[:, :-1], 0).astype(np.int64))
+        labels = torch.from_numpy(np.where(inside[:, 1:], ids[:, 1:], IGNORE).astype(np.int64))
+        return PositionBatch(states, tokens, labels)
+
+    def fixed_batches(self, count: int) -> list[PositionBatch]:
+        return [self.batch(step) for step in range(count)]
+
+
+@dataclass
+class FeatureHeadsObjective:
+    """Medusa-1's loss on `PositionBatch`es, over the rows `draft_ids` of the LM head (None: all of it);
+    a label outside them is left out (the heads cannot draft it)."""
+
+    draft_ids: torch.Tensor | None = None
+    decay: float = 0.8
+
+    def __post_init__(self):
+        if not 0.0 < self.decay <= 1.0:
+            raise ValueError(f"decay (Medusa's lambda_k = decay^k) must be in (0, 1], got {self.decay}")
+
+    def logits(self, model, batch: PositionBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """([k, N, rows] every head's logits over the drafted rows, [N, k] labels as indices into those rows)."""
+        heads: MedusaHeads = getattr(model, "module", model)  # the heads may come wrapped for DDP
+        tokens = batch.tokens if heads.config.conditioned else None
+        if self.draft_ids is None:
+            return model(batch.states, tokens), batch.labels
+        ids = self.draft_ids.to(heads.output_weight.device)
+        bias = heads.output_bias
+        rows = (heads.output_weight[ids], None if bias is None else bias[ids])
+        inside = to_draft_indices(batch.labels.clamp(min=0), ids, heads.config.vocab_size)
+        return model(batch.states, tokens, rows), inside.masked_fill(batch.labels == IGNORE, -1)
+
+    def loss(self, model, batch: PositionBatch) -> torch.Tensor:
+        logits, labels = self.logits(model, batch)
+        labels = labels.masked_fill(labels < 0, IGNORE)
+        total = logits.new_zeros((), dtype=torch.float32)
+        for i, head_logits in enumerate(logits.float()):
+            scored = (labels[:, i] != IGNORE).sum().clamp(min=1)
+            total = total + self.decay ** (i + 1) * F.cross_entropy(head_logits, labels[:, i], ignore_index=IGNORE,
+                                                                    reduction="sum") / scored
+        return total
+
+    @torch.no_grad()
+    def accuracy(self, heads, batches: list[PositionBatch], top: int = 5) -> dict:
+        """As `head_accuracy`: per head, top-1 and top-`top` against its labels (one outside the drafted rows
+        is a miss), and how many labels."""
+        hits1, hits_top, counts = (torch.zeros(heads.num_heads) for _ in range(3))
+        for batch in batches:
+            logits, labels = self.logits(heads, batch.to(heads.output_weight.device))
+            valid = batch.labels != IGNORE  # [N, k]
+            best = logits.topk(top, dim=-1).indices  # [k, N, top]
+            for i in range(heads.num_heads):
+                right = (best[i] == labels[:, i, None]) & (labels[:, i, None] >= 0)  # [N, top]
+                hits1[i] += right[:, 0][valid[:, i]].sum().item()
+                hits_top[i] += right.any(dim=-1)[valid[:, i]].sum().item()
+                counts[i] += valid[:, i].sum().item()
+        counts = counts.clamp(min=1)
+        return {"top1": [round(x, 4) for x in (hits1 / counts).tolist()],
+                f"top{top}": [round(x, 4) for x in (hits_top / counts).tolist()],
+                "labels_per_head": int(counts[0])}
+
+
+def feature_layers(num_layers: int) -> tuple[int, ...]:
+    """The teacher feature set distilled heads train from: EAGLE's default build (its EAGLE-3 taps plus the
+    LM head's input `num_layers`), so heads, EAGLE and DFlash share one cached build; heads read the last."""
+    from specdiff.training.eagle_recipe import eagle3_layers
+
+    return tuple(sorted(set(eagle3_layers(num_layers)) | {num_layers}))
+
+
+def run_heads_on_features(recipe: HeadsRecipe, work_dir: Path, steps: int | None, out_root: Path,
+                          cache_dir: Path | None = None) -> TrainResult:
+    """labels "distill": train on the target's cached LM-head inputs (built once, resumable), then export."""
+    from accelerate import PartialState
+
+    torch.manual_seed(recipe.train.seed)
+    target, _ = load_target(recipe.target, recipe.teacher_dtype)
+    device = PartialState().device
+    target.to(device)
+    L = target.config.num_hidden_layers
+    features = {split: TeacherFeatures.build(target, recipe.data, feature_layers(L), split, cache_dir=cache_dir)
+                for split in ("train", "heldout")}
+    target.float()  # the heads train in fp32 on the LM head they attach to
+    V = target.get_output_embeddings().weight.shape[0]
+    draft_ids = reply_draft_vocab(recipe.data, recipe.draft_vocab, V)[0] if 0 < recipe.draft_vocab < V else None
+    heads = MedusaHeads.for_target(target, recipe.num_heads, recipe.num_layers, recipe.conditioned, recipe.target)
+    config = recipe.train if steps is None else with_steps(recipe.train, steps)
+    count = config.batch_size * config.seq_len
+    sampler = PositionSampler(features["train"], L, recipe.num_heads, count, config.seed)
+    eval_batches = PositionSampler(features["heldout"], L, recipe.num_heads, count, HELDOUT_SEED) \
+        .fixed_batches(config.eval_batches)
+    objective = FeatureHeadsObjective(draft_ids)
+    result = train(heads, objective, sampler.batch, eval_batches, config, work_dir / recipe.name,
+                   desc=f"training {recipe.name}")
+    if not result.interrupted:
+        accuracy = objective.accuracy(heads, eval_batches)
+        export_heads(recipe, heads, result, accuracy, config, out_root / recipe.name, features["train"])
+    return result
+
+
 def run_heads_recipe(recipe: HeadsRecipe, work_dir: Path, steps: int | None, out_root: Path) -> TrainResult:
     """Train the recipe's heads in `work_dir/<name>` (resuming), then export them to `out_root/<name>`."""
     from accelerate import PartialState
 
+    if recipe.labels == "distill":
+        return run_heads_on_features(recipe, work_dir, steps, out_root)
 
     torch.manual_seed(recipe.train.seed)
     target, tokenizer = load_target(recipe.target)
@@ -235,9 +369,10 @@ def run_heads_recipe(recipe: HeadsRecipe, work_dir: Path, steps: int | None, out
 
 
 def export_heads(recipe: HeadsRecipe, heads: MedusaHeads, result: TrainResult, accuracy: dict,
-                 config: TrainConfig, out: Path) -> Path:
+                 config: TrainConfig, out: Path, features: TeacherFeatures | None = None) -> Path:
     """The heads (config.json + model.safetensors), with distilled data the reduced draft head
-    (draft_vocab.json), and their model card (card.json, README.md)."""
+    (draft_vocab.json), and their model card (card.json, README.md). features: the teacher features
+    distilled heads were trained from."""
     heads.save_pretrained(out)
     draft_vocab = None
     if recipe.labels == "distill" and 0 < recipe.draft_vocab < heads.config.vocab_size:
@@ -257,6 +392,8 @@ def export_heads(recipe: HeadsRecipe, heads: MedusaHeads, result: TrainResult, a
                  f"prompts + {recipe.continuation_tokens} tokens)" if recipe.labels == "target"
                  else f"{recipe.target}'s greedy and sampled chat replies in {recipe.data} (train split)"
                  if recipe.labels == "distill" else "Python stdlib .py files (train split), next tokens of the corpus"),
+        "teacher_features": None if features is None else {"layers": list(features.layers), "records": len(features),
+                                                            "tokens": features.num_tokens},
         "steps": result.step,
         "tokens_seen": result.tokens_seen,
         "heldout_loss": round(result.eval_loss, 4),
@@ -286,6 +423,10 @@ def _loading_code(target: str, out: Path) -> str:
 def heads_card_markdown(card: dict, loading_code: str) -> str:
     accuracy = card["head_accuracy"]
     top_name = next(key for key in accuracy if key.startswith("top") and key != "top1")
+    config, features = card["train_config"], card.get("teacher_features")
+    steps_unit = (f"{config['batch_size'] * config['seq_len']:,} random reply positions a step, read from the target's "
+                  f"cached LM-head inputs over {features['tokens']:,} tokens" if features
+                  else f"batch {config['batch_size']} x {config['seq_len']} tokens")
     rows = "\n".join(f"| {i} | {i + 2} | {top1:.3f} | {top_k:.3f} |"
                      for i, (top1, top_k) in enumerate(zip(accuracy["top1"], accuracy[top_name])))
     return f"""# {card['name']}
@@ -299,7 +440,7 @@ def heads_card_markdown(card: dict, loading_code: str) -> str:
 | parameters | {card['parameters']:,} |
 | heads | {card['heads']['num_heads']} heads x {card['heads']['num_layers']} residual block(s) |
 | labels | {card['labels']}: {card['data']} |
-| steps | {card['steps']} (batch {card['train_config']['batch_size']} x {card['train_config']['seq_len']} tokens) |
+| steps | {card['steps']} ({steps_unit}) |
 | held-out loss (sum of 0.8^k-weighted head cross-entropies) | {card['heldout_loss']} |
 | reduced draft head | {draft_vocab_line(card.get('draft_vocab'), 'HeadsDrafter')} |
 | training time | {card['train_seconds'] / 60:.1f} min on {card['machine']} |
