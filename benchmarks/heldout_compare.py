@@ -35,9 +35,12 @@ def _directory(spec: str) -> Path:
 @click.option("--dflash", "dflash_dirs", multiple=True, help="a DFlash drafter (directory or zoo name)")
 @click.option("--eagle", "eagle_dirs", multiple=True, help="an EAGLE drafter (directory or zoo name)")
 @click.option("--batches", default=8, show_default=True, help="held-out batches of 8 (the recipes' eval_batches)")
-def main(data, dflash_dirs, eagle_dirs, batches):
+@click.option("--teacher-dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16", show_default=True,
+              help="the target's dtype for the features: the recipes' (bfloat16, their cache), or float32, what "
+                   "the drafters read when the target decodes in fp32")
+def main(data, dflash_dirs, eagle_dirs, batches, teacher_dtype):
     target, _ = zoo.load(TARGET, dtype=torch.float32)
-    teacher = zoo.load(TARGET, dtype=torch.bfloat16)[0]  # the recipes' teacher dtype: their feature cache
+    teacher = target if teacher_dtype == "float32" else zoo.load(TARGET, dtype=torch.bfloat16)[0]
     layers = (2, 15, 27, target.config.num_hidden_layers)
     heldout = TeacherFeatures.build(teacher, data, layers, "heldout")
     for spec in dflash_dirs:

@@ -9,7 +9,9 @@ common=(--num-prompts "$n" --max-new-tokens 128 --repeats 2 --warmup 1)
 specdiff bench "${common[@]}" --out "$out/greedy" \
   -m hf-generate -m hf-assisted -m hf-lookup -m ar -m ar-tree -m ar-opt-tree -m lookup \
   -m dlm -m dlm-cps -m dlm-adl -m dlm-cps-adl -m dlm-opt-tree
-# 2. greedy, the Stage I (not yet aligned) diffusion drafter
+# 2. greedy, the Stage I (not yet aligned) diffusion drafter: not in the wheel since 2026-12-07; train it first
+[[ -f "$(python -c 'from specdiff import zoo; print(zoo.SHIPPED_DIR)')/stdlib-dlm-drafter-s1/config.json" ]] ||
+  specdiff train diffusion-drafter --stage 1
 specdiff bench "${common[@]}" --out "$out/greedy-stage1" --drafter stdlib-dlm-drafter-s1 \
   -m hf-generate -m dlm -m dlm-cps -m dlm-cps-adl -m dlm-opt-tree
 # 3. sampled at temperature 0.7 and 1.0 (top_k 0: pure temperature), lossless: distributions, not outputs, match

@@ -32,7 +32,10 @@ def train_group():
 
 
 def _run(name: str, work_dir: Path, steps: int | None, out_dir: Path = SHIPPED_DIR, recipe=None):
-    result = run_recipe(recipe or RECIPES[name], work_dir, steps, out_dir)
+    try:
+        result = run_recipe(recipe or RECIPES[name], work_dir, steps, out_dir)
+    except FileNotFoundError as error:  # a missing input (e.g. Stage I before Stage II) names the command to run
+        raise click.UsageError(str(error)) from None
     if result.interrupted:
         click.echo(f"stopped at step {result.step}; run the same command again to resume", err=True)
         raise SystemExit(130)
@@ -155,7 +158,9 @@ def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra,
         if value is not None:
             recipe = replace(recipe, command=f"{recipe.command} {flag} {value}")
     if hydra:
-        recipe = replace(recipe, command=f"{recipe.command} --hydra")
+        recipe = replace(recipe, command=f"{recipe.command} --hydra",
+                         description=recipe.description.replace("Medusa-style heads", "Hydra-style heads (Medusa "
+                                                                 "heads that also see the tokens before the one they draft)"))
     given = dict(labels=labels, data=data_dir, num_heads=num_heads, conditioned=hydra, examples=examples,
                  train=replace(recipe.train, **sizes) if sizes else None, draft_vocab=draft_vocab)
     try:

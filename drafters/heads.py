@@ -19,16 +19,15 @@ candidates per position.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file
 
 from specdiff.drafters.base import DraftContext, DraftNeeds
-from specdiff.drafters.files import CONFIG_FILE, WEIGHTS_FILE, read_config
+from specdiff.drafters.files import WEIGHTS_FILE, read_config, write_files
 from specdiff.processing import process_paths
 from specdiff.types import TokenLattice
 from specdiff.vocab import resolve_draft_vocab, to_full_vocab
@@ -168,17 +167,14 @@ class MedusaHeads(torch.nn.Module):
     # --- files: config.json + model.safetensors ------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps({"kind": KIND, **asdict(self.config)}, indent=1))
-        save_model(self, str(directory / WEIGHTS_FILE))  # the heads' own weights only (buffers are not saved)
-        return directory
+        """config.json and the heads' own weights in fp16 (the target's tensors are buffers, not saved)."""
+        return write_files(directory, KIND, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32,
                         device: str | torch.device = "cpu") -> "MedusaHeads":
         heads = cls(HeadsConfig(**read_config(directory, KIND, "heads", "MedusaHeads", TRAIN_HINT)))
-        load_model(heads, str(Path(directory) / WEIGHTS_FILE), strict=True)
+        heads.load_state_dict(load_file(str(Path(directory) / WEIGHTS_FILE)), strict=True)
         heads.source = Path(directory)
         return heads.to(device=device, dtype=dtype).eval()
 
@@ -236,26 +232,33 @@ class HeadsDrafter:
 
     @torch.inference_mode()
     def propose(self, ctx: DraftContext) -> TokenLattice:
-        """candidates [L, K], probs [L, K], dists [L, V] with L = min(num_heads, budget); L = 0 without a state."""
+        """candidates [L, K], probs [L, K], dists [L, V] with L = min(num_heads, budget); L = 0 without a state;
+        dists None when greedy over a draft vocabulary with no processors."""
         length = min(self.k, ctx.budget)
         if ctx.hidden_state is None or length < 1:
             return TokenLattice(torch.zeros(0, self.top_k, dtype=torch.long), torch.zeros(0, self.top_k))
         hidden = ctx.hidden_state[0].to(self.heads.output_weight.dtype)  # [H]
+        # Greedy with nothing context-dependent to apply: rank inside the draft vocabulary and map the kept
+        # candidates to target ids (sorted ids: ties fall as over the whole head), no [V] rows (dists None).
+        narrow = self.draft_vocab is not None and ctx.sampling is None and not ctx.processors
+        widen = (lambda logits: logits) if narrow else self._full
         conditioned = self.heads.config.conditioned
-        all_logits = None if conditioned else self._full(self.heads(hidden, rows=self._rows))  # [k, V]
+        all_logits = None if conditioned else widen(self.heads(hidden, rows=self._rows))  # [k, N or V]
         self.forward_count += length if conditioned else 1
         path = [ctx.token_ids[-1]]  # the token after the hidden state's position, then each row's top token
         dists, candidates, probs = [], [], []
         for i in range(length):
             if conditioned:
-                logits = self._full(self.heads.head(i, hidden, torch.tensor(path, device=hidden.device), self._rows))
+                logits = widen(self.heads.head(i, hidden, torch.tensor(path, device=hidden.device), self._rows))
             else:
                 logits = all_logits[i]
-            dist = self._dist(logits, ctx, path[1:])  # [V]
+            dist = torch.softmax(logits.float(), dim=-1) if narrow else self._dist(logits, ctx, path[1:])  # [N or V]
             top = dist.topk(self.top_k)
-            dists.append(dist), candidates.append(top.indices), probs.append(top.values)
-            path.append(int(top.indices[0]))
-        return TokenLattice(torch.stack(candidates), torch.stack(probs), torch.stack(dists))  # [L, K], [L, K], [L, V]
+            ids = self._ids[top.indices] if narrow else top.indices
+            dists.append(dist), candidates.append(ids), probs.append(top.values)
+            path.append(int(ids[0]))
+        # [L, K], [L, K], [L, V] (None when narrow)
+        return TokenLattice(torch.stack(candidates), torch.stack(probs), None if narrow else torch.stack(dists))
 
     def _full(self, logits: torch.Tensor) -> torch.Tensor:
         """[..., N] logits over the draft vocabulary -> [..., V], -inf at every other token."""

@@ -257,7 +257,7 @@ class HeadsMethod:
         else:
             tree = Chain()
             if not self.measured:  # sampled, the chain is drawn from the heads' rows (a size cut would fix it)
-                drafter = DrawnChain(drafter)
+                drafter = DrawnChain(drafter, path_cut=DRAFT_CUT if self.lookup else 0.0)
         return _parts(target, drafter, tree, depth, self.measured, self.lookup)
 
 
@@ -399,7 +399,7 @@ class DFlashMethod:
         else:
             tree = Chain(self.threshold)
             if not self.measured:  # sampled, the chain is drawn from the lattice's rows (a size cut would fix it)
-                drafter = DrawnChain(drafter, self.threshold)
+                drafter = DrawnChain(drafter, self.threshold, DRAFT_CUT if self.lookup else 0.0)
         return _parts(target, drafter, tree, k, self.measured, self.lookup, policy)  # measured: 16 rows cost ~2x 3
 
 

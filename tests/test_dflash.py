@@ -393,6 +393,10 @@ def test_a_sampled_chain_is_drawn_from_the_lattice_rows_and_cut_by_the_lattice_a
     assert set(firsts) == {2, 5} and 70 < firsts.count(2) < 130  # drawn from row 0, not its argmax
     one = drafter.propose(DraftContext([1, 2], budget=1, sampling=SamplingSettings(), generator=generator))
     assert one.num_nodes == 1  # the budget caps it
+    cut = DrawnChain(FixedLattice(dists), path_cut=0.6)  # the first draw's path, 0.5, is <= 0.6: nothing after it
+    assert cut.propose(DraftContext([1, 2], 3, sampling=SamplingSettings(), generator=generator)).num_nodes == 1
+    kept = DrawnChain(FixedLattice(dists), path_cut=0.45)  # 0.5, then 0.5 x 1.0: the whole lattice
+    assert kept.propose(DraftContext([1, 2], 3, sampling=SamplingSettings(), generator=generator)).num_nodes == 3
     with pytest.raises(ValueError, match="threshold must be in"):
         DrawnChain(FixedLattice(dists), threshold=1.0)
 

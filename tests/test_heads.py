@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from specdiff import DraftTree, SpecDiff, hf_compat, methods
 from specdiff.drafters import DrawnChain, HeadsConfig, HeadsDrafter, MedusaHeads
+from specdiff.drafters.base import DraftContext
 from specdiff.training.diffusion import greedy_continuations
 from specdiff.training.heads import (IGNORE, HeadsObjective, HeadsRecipe, export_heads, following_tokens,
                                      head_accuracy, head_labels)
@@ -91,11 +92,15 @@ def test_conditioned_heads_use_the_tokens():
 def test_save_load_round_trip(tmp_path, conditioned):
     model = tiny.build("phi")  # an LM head with a bias
     heads = random_heads(model, num_heads=3, conditioned=conditioned)
+    with torch.no_grad():  # values fp16 holds, so the stored (fp16) weights are these exactly
+        for parameter in heads.parameters():
+            parameter.copy_(parameter.half().float())
     heads.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["num_heads"] == 3 and config["conditioned"] is conditioned
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as stored:
         keys = set(stored.keys())
+        assert {stored.get_tensor(key).dtype for key in keys} == {torch.float16}  # trained weights only, fp16
     assert keys == set(heads.state_dict()) and not any("output" in key for key in keys)
     loaded = MedusaHeads.from_pretrained(tmp_path).attach(model)
     assert loaded.config == heads.config
@@ -266,7 +271,19 @@ def test_a_reduced_draft_vocabulary_projects_onto_its_rows_only(conditioned):
     lattices = [lattice for lattice in seen if lattice.candidates.numel()]
     assert lattices and all(set(lattice.candidates.flatten().tolist()) <= set(EVERY_THIRD.tolist())
                             for lattice in lattices)
-    assert all(float(lattice.dists[:, outside].sum()) == 0 for lattice in lattices)
+    assert all(lattice.dists is None for lattice in lattices)  # greedy, no processors: ranked inside the rows
+    # with a processor to apply the rows are widened to the whole vocabulary: the same candidates, q = 0 outside
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class Identity(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return scores
+
+    state = torch.randn(1, 64)
+    narrow = drafter.propose(DraftContext([5, 6, 7], 4, state))
+    wide = drafter.propose(DraftContext([5, 6, 7], 4, state, processors=LogitsProcessorList([Identity()])))
+    assert torch.equal(narrow.candidates, wide.candidates) and float(wide.dists[:, outside].sum()) == 0
+    torch.testing.assert_close(narrow.probs, wide.probs)
     with pytest.raises(ValueError, match=r"token ids in \[0, 256\)"):
         HeadsDrafter(heads, model, draft_vocab=[0, 300])
 
@@ -300,6 +317,8 @@ SAMPLED = {
     # the `heads` method's sampled chain: drawn from the heads' rows (DrawnChain), an IID tree
     "drawn-chain-reduced-vocab": (Chain(), False, dict(temperature=0.8, top_k=5, repetition_penalty=1.2)),
     "drawn-hydra-chain": (Chain(), True, dict(temperature=1.0, top_k=0)),
+    # the hybrids' drawn chain stops after a draw whose path probability is <= 0.4 (`heads-lookup`)
+    "drawn-chain-cut": (Chain(), False, dict(temperature=1.0, top_k=0)),
 }
 REDUCED = [i for i in range(SMALL_V) if i % 3]  # the sampled case's draft vocabulary: 2 of every 3 tokens
 
@@ -311,7 +330,8 @@ def test_sampled_runs_follow_the_target(case):
     heads = random_heads(model, num_heads=2, conditioned=conditioned, std=1.0)
     vocab = REDUCED if case.endswith("reduced-vocab") else None
     drafter = HeadsDrafter(heads, model, top_k=2, draft_vocab=vocab)
-    spec = SpecDiff(model, DrawnChain(drafter) if case.startswith("drawn") else drafter, tree=tree)
+    path_cut = 0.4 if case.endswith("-cut") else 0.0
+    spec = SpecDiff(model, DrawnChain(drafter, path_cut=path_cut) if case.startswith("drawn") else drafter, tree=tree)
     assert first_tokens_pvalue(spec, model, 3, 200, options) > P_VALUE
     accepted = [n for seed in range(20)
                 for n in spec.generate(SMALL_PROMPT, max_new_tokens=6, seed=seed, **options).stats.accepted_lengths]

@@ -38,8 +38,10 @@ def test_shipped_size_budget(tmp_path):
     """The shipped models must fit one wheel on the package index: PyPI takes files up to 100 MiB unless a
     project asks for more, and a wheel is a zip. stdlib: target 14 MB + TiDAR model 14 MB (a second full
     model) + drafters, heads and the 3-gram: ~45 MB; SmolLM2's drafters, trained weights only (fp16, the
-    target's embedding not stored): small LM 28 MB (4 layers), DFlash 23 MB (3 layers), EAGLE 10 MB, heads
-    5 MB: 109 MiB raw, ~98 MiB zipped (2026-12-06). A next drafter must make room, not grow the wheel."""
+    target's embedding not stored): small LM 28 MB (4 layers), DFlash 23 MB (3 layers), EAGLE 10 MB, Hydra
+    heads 9 MB: ~103 MiB zipped (2026-12-07, after the DEER Stage I drafter left the wheel to make room for the
+    Hydra heads: `specdiff train diffusion-drafter --stage 1` rebuilds it). A next drafter must make room, not
+    grow the wheel."""
     files = [f for name in zoo.shipped() for f in (zoo.SHIPPED_DIR / name).iterdir()] + [zoo.ngram_path()]
     with zipfile.ZipFile(tmp_path / "models.zip", "w", zipfile.ZIP_DEFLATED) as archive:
         for path in dict.fromkeys(files):
@@ -159,3 +161,13 @@ def test_shipped_heads_are_exact_and_free(target, tree):
     results = _heldout_equality(model, tokenizer, spec, 3, seed=2)
     assert _tau(results) > 1.1
     assert all(r.stats.target_forwards == len(r.stats.accepted_lengths) for r in results)  # no forward to propose
+
+
+def test_stage_two_without_stage_one_names_the_command_to_run(tmp_path, monkeypatch):
+    """The wheel ships the Stage II diffusion drafter only; Stage II's training starts from Stage I."""
+    from test_cli import assert_clean_failure, invoke
+
+    shipped = zoo.shipped
+    monkeypatch.setattr(zoo, "shipped", lambda: [name for name in shipped() if name != "stdlib-dlm-drafter-s1"])
+    result = invoke("train", "diffusion-drafter", "--stage", "2", "--steps", 1, "--work-dir", tmp_path)
+    assert_clean_failure(result, "specdiff train diffusion-drafter --stage 1")

@@ -23,7 +23,12 @@ HELDOUT_SEED = 12345
 def run_diffusion_recipe(recipe: Recipe, work_dir: Path, steps: int | None = None,
                          out_root: Path = SHIPPED_DIR) -> TrainResult:
     """Train one diffusion-drafter stage in `work_dir/<name>` (resuming), then export it to `out_root/<name>`."""
+    from specdiff import zoo
+
     stage = recipe.diffusion
+    if stage.init_from is not None and stage.init_from not in zoo.shipped():  # the wheel ships Stage II only
+        raise FileNotFoundError(f"Stage {stage.stage} starts from {stage.init_from!r}, which is not in the zoo; "
+                                "train it first: `specdiff train diffusion-drafter --stage 1`")
     torch.manual_seed(recipe.train.seed)
     tokenizer = build_tokenizer(work_dir)
     if tokenizer.mask_token_id is None:

@@ -14,12 +14,13 @@ token at j + 2 + i, the same offsets `HeadsDrafter` drafts with. Labels, a choic
   These train from the target's cached hidden states (`TeacherFeatures`, the build EAGLE and DFlash
   share), not a target forward per batch: a head reads one position at a time, so a step scores
   `batch_size x seq_len` random reply positions of the whole set, over the reduced draft head's rows
-  (`draft_vocab`) the heads will draft with. On SmolLM2 a step of 1,024 positions costs ~0.2 s on a
-  CPU thread where a forward-and-score step over windows cost ~14 s.
+  (`draft_vocab`) the heads will draft with. On SmolLM2 a step of 2,048 positions costs ~1.1 s on a
+  CPU thread in bf16 autocast, where a forward-and-score step over 1,024 window positions cost ~14 s.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -235,8 +236,8 @@ class PositionSampler:
             raise ValueError(f"no reply positions to train on in the teacher features at {features.directory}")
         self.positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
         self.ends = np.repeat(ends, lengths)  # each position's record end
-        self.features, self.column, self.k, self.count, self.seed = features, features.layers.index(layer), \
-            num_heads, count, seed
+        self.features, self.column = features, features.layers.index(layer)
+        self.k, self.count, self.seed = num_heads, count, seed
 
     def batch(self, step: int) -> PositionBatch:
         rng = np.random.default_rng((self.seed, step))
@@ -322,13 +323,15 @@ def run_heads_on_features(recipe: HeadsRecipe, work_dir: Path, steps: int | None
     from accelerate import PartialState
 
     torch.manual_seed(recipe.train.seed)
-    target, _ = load_target(recipe.target, recipe.teacher_dtype)
+    target, _ = load_target(recipe.target)  # fp32: the heads train on the LM head they will draft with
     device = PartialState().device
     target.to(device)
     L = target.config.num_hidden_layers
-    features = {split: TeacherFeatures.build(target, recipe.data, feature_layers(L), split, cache_dir=cache_dir)
+    dtype = getattr(torch, recipe.teacher_dtype)
+    teacher = target if dtype == torch.float32 else copy.deepcopy(target).to(dtype)  # its dtype keys the cache
+    features = {split: TeacherFeatures.build(teacher, recipe.data, feature_layers(L), split, cache_dir=cache_dir)
                 for split in ("train", "heldout")}
-    target.float()  # the heads train in fp32 on the LM head they attach to
+    del teacher
     V = target.get_output_embeddings().weight.shape[0]
     draft_ids = reply_draft_vocab(recipe.data, recipe.draft_vocab, V)[0] if 0 < recipe.draft_vocab < V else None
     heads = MedusaHeads.for_target(target, recipe.num_heads, recipe.num_layers, recipe.conditioned, recipe.target)
@@ -412,7 +415,7 @@ def _loading_code(target: str, out: Path) -> str:
     """How a user loads the target and these heads: through the zoo when both are shipped."""
     from specdiff import zoo
 
-    if out.parent == zoo.SHIPPED_DIR and (zoo.SHIPPED_DIR / target).exists():
+    if out.resolve().parent == zoo.SHIPPED_DIR.resolve() and target in zoo.available():
         return (f'target, tokenizer = zoo.load("{target}")\n'
                 f'drafter = HeadsDrafter.from_pretrained(zoo.path("{out.name}"), target)')
     return (f'target = AutoModelForCausalLM.from_pretrained("{target}")\n'

