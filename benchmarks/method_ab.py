@@ -21,7 +21,15 @@ model, tokenizer = zoo.load("smollm2-135m-instruct", dtype=dtype)
 questions = Path(__file__).resolve().parents[2] / "shared/data/spec_bench/question.jsonl"
 prompts = load_prompts(questions, categories=("translation", "summarization", "qa", "math_reasoning", "rag"),
                        per_category=per)
-specs = {name: methods.build(name, model, tokenizer) for name in names}
+def drafter(name: str):
+    """The method's drafter for this target (the zoo's, as `specdiff bench` picks it), or None."""
+    method = methods.get(name)
+    if method.default_drafter is None:
+        return None
+    return method.load_drafter(zoo.drafter_for("smollm2-135m-instruct", method.default_drafter), model.dtype, "cpu")
+
+
+specs = {name: methods.build(name, model, tokenizer, drafter(name)) for name in names}
 totals = {name: [0.0, 0, 0] for name in names}  # seconds, tokens, target forwards
 first = Conversation(tokenizer).prompt_ids(prompts[0].turns[0])
 for spec in specs.values():
