@@ -432,8 +432,12 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Steps between held-out evaluations, each a point of the card's tau-by-training-tokens curve "
                    "[default: 200].")
+@click.option("--init", "init", metavar="DIR|NAME", default=None,
+              help="Start from an exported DFlash drafter (a directory or zoo name, e.g. the shipped one) instead "
+                   "of fresh weights; it must match --layers, --block-size, --num-layers and the masks, and keeps "
+                   "its draft vocabulary.")
 def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixed_precision, seed, layers, block_size,
-                 num_layers, anchors, draft_vocab, fused_masks, batch_size, seq_len, lr, eval_every):
+                 num_layers, anchors, draft_vocab, fused_masks, batch_size, seq_len, lr, eval_every, init):
     """Train a DFlash drafter (block diffusion conditioned on the target's hidden states) on a frozen
     target's own replies, and export it with a model card (held-out acceptance per block position).
 
@@ -446,7 +450,7 @@ def train_dflash(target, data_dir, out_dir, work_dir, steps, teacher_dtype, mixe
 
     given = dict(layers=_int_list(layers, "--layers") if layers is not None else None, block_size=block_size,
                  num_layers=num_layers, anchors=anchors, fused_masks=fused_masks, teacher_dtype=teacher_dtype,
-                 draft_vocab=draft_vocab)
+                 draft_vocab=draft_vocab, init=init)
     _train_feature_drafter(functools.partial(DFlashRecipe, out_dir.name, target, str(data_dir)), run_dflash, out_dir,
                            work_dir, steps, given,
                            dict(batch_size=batch_size, seq_len=seq_len, lr=lr, eval_every=eval_every,

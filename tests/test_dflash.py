@@ -519,3 +519,30 @@ def test_cli_trains_exports_and_generates(tiny_models, tmp_path, monkeypatch):  
     assert result.exit_code == 0, result.output
     assert_clean_failure(invoke("train", "dflash", "--target", target_dir, "--data", tmp_path / "data", "--out-dir",
                                 out, "--layers", "2,x"), "--layers")
+    # --init: another run starts from the exported drafter (its weights, its draft vocabulary), with another seed
+    more = tmp_path / "tiny-dflash-more"
+    common = ("--target", target_dir, "--data", tmp_path / "data", "--block-size", 4, "--batch-size", 2,
+              "--seq-len", 16, "--anchors", 4, "--teacher-dtype", "float32", "--draft-vocab", 64)
+    result = invoke("train", "dflash", *common, "--out-dir", more, "--work-dir", tmp_path / "work2", "--steps", 1,
+                    "--init", out, "--seed", 5)
+    assert result.exit_code == 0, result.output
+    card = json.loads((more / "card.json").read_text())
+    assert card["started_from"] == {"path": str(out), "steps": 3} and card["train_config"]["seed"] == 5
+    assert json.loads((more / "draft_vocab.json").read_text())["ids"] == shipped["ids"]
+    assert f"after 3 steps of {out} (`--init`)" in (more / "README.md").read_text()
+    from specdiff.training.dflash_recipe import warm_start
+
+    before = DFlashModel.from_pretrained(out)
+    fresh = DFlashModel(before.config)
+    kept, _ = warm_start(fresh, str(out), torch.arange(64))
+    assert kept.tolist() == shipped["ids"]
+    shared = fresh.shared_names()
+    for (name, a), (_, b) in zip(fresh.state_dict().items(), before.state_dict().items()):
+        if name not in shared:
+            assert torch.equal(a, b), name  # every trained weight comes from the file
+    result = invoke("train", "dflash", *common[:-2], "--draft-vocab", 32, "--out-dir", tmp_path / "x", "--work-dir",
+                    tmp_path / "work3", "--steps", 1, "--init", out)
+    assert_clean_failure(result, "draft vocabulary (64 rows; recipe: 32)", "without --init")
+    result = invoke("train", "dflash", *common, "--block-size", 3, "--out-dir", tmp_path / "y", "--work-dir",
+                    tmp_path / "work4", "--steps", 1, "--init", out)
+    assert_clean_failure(result, "block_size 4 (recipe: 3)")

@@ -11,7 +11,7 @@ import torch
 from specdiff.drafters.dflash_model import DFlashModel, default_layers
 from specdiff.hf_compat import RowsHead
 from specdiff.training.cards import fact_table, machine_label, write_card
-from specdiff.training.distill import reply_draft_vocab
+from specdiff.training.distill import heldout_coverage, reply_draft_vocab
 from specdiff.training.dflash import AnchorSampler, DFlashObjective, heldout_acceptance, paper_gamma
 from specdiff.training.features import TeacherFeatures
 from specdiff.training.heads import HELDOUT_SEED, load_target
@@ -31,7 +31,9 @@ class DFlashRecipe:
     dtype (both name its cache entry); None: the drafter's layers plus the LM head's input, the set the
     EAGLE recipe builds too (SmolLM2: 2, 15, 27, 30), so one build serves both. draft_vocab: rows of the
     reduced LM head it trains and drafts over (the most frequent reply tokens, shipped as draft_vocab.json
-    beside it); 0 or >= the target's vocabulary keeps the whole head."""
+    beside it); 0 or >= the target's vocabulary keeps the whole head. init: an exported DFlash drafter
+    (directory or zoo name) to start from instead of fresh weights, e.g. to train the shipped one further; it
+    must have the recipe's shape (layers, block size, decoder layers, masks) and keeps its own draft vocabulary."""
 
     name: str
     target: str
@@ -49,6 +51,7 @@ class DFlashRecipe:
     teacher_layers: tuple[int, ...] | None = None
     teacher_dtype: str = "bfloat16"
     draft_vocab: int = 8192
+    init: str | None = None
     command: str = ""
 
     def __post_init__(self):
@@ -89,6 +92,12 @@ def run_dflash(recipe: DFlashRecipe, work_dir: Path, out_dir: Path, steps: int |
     torch.manual_seed(config.seed)
     model = DFlashModel.for_target(target, layers, recipe.block_size, recipe.num_layers, name=recipe.target,
                                    fused_masks=recipe.fused_masks).train()
+    started_from = None
+    if recipe.init:
+        vocab, started_from = warm_start(model, recipe.init, vocab)
+        if vocab is not None:
+            vocab_about = {"source": f"the draft vocabulary of {recipe.init} (`--init`)",
+                           "heldout_coverage": heldout_coverage(recipe.data, vocab)}
     device = PartialState().device
     on_device = [batch.to(device) for batch in eval_batches]
     result = train(model, DFlashObjective(recipe.gamma, vocab), sampler.batch, eval_batches, config,
@@ -97,11 +106,43 @@ def run_dflash(recipe: DFlashRecipe, work_dir: Path, out_dir: Path, steps: int |
     if not result.interrupted:
         acceptance = heldout_acceptance(model, on_device, vocab)
         vocab_card = None if vocab is None else {"size": len(vocab), **vocab_about}
-        export_dflash(recipe, model.eval(), result, acceptance, config, out_dir, vocab_card)
+        export_dflash(recipe, model.eval(), result, acceptance, config, out_dir, vocab_card, started_from)
         (out_dir / DRAFT_VOCAB_FILE).unlink(missing_ok=True)  # a whole-head drafter must not keep an old one
         if vocab is not None:
             write_draft_vocab(out_dir, vocab, vocab_about)
     return result
+
+
+def warm_start(model: DFlashModel, init: str, vocab: torch.Tensor | None) -> tuple[torch.Tensor | None, dict]:
+    """Load an exported drafter's weights into `model` (fresh, shaped by the recipe). Returns the draft vocabulary
+    to train over, the drafter's own (its head was trained over those rows; grown data reorder the frequent
+    tokens a little) when it has as many as `vocab`, and what the card says of the start: its path and steps.
+    ValueError names what differs."""
+    import json
+
+    from specdiff import zoo
+    from specdiff.vocab import read_draft_vocab
+
+    directory = zoo.directory(init)
+    before = DFlashModel.from_pretrained(directory)
+    ours, theirs = model.config, before.config
+    differ = [name for name in ("layers", "block_size", "num_layers", "fused_masks", "hidden_size", "vocab_size")
+              if getattr(ours, name) != getattr(theirs, name)]
+    kept = read_draft_vocab(directory)
+    if (kept is None) != (vocab is None) or (kept is not None and len(kept) != len(vocab)):
+        differ.append(f"draft vocabulary ({'the whole head' if kept is None else len(kept)} rows; recipe: "
+                      f"{'the whole head' if vocab is None else len(vocab)})")
+    if differ:
+        shown = ", ".join(name if name.startswith("draft") else f"{name} {getattr(theirs, name)} (recipe: "
+                          f"{getattr(ours, name)})" for name in differ)
+        raise ValueError(f"--init {init}: that drafter differs from this recipe in {shown}; train it with the "
+                         "options it was trained with (its card's command), or start fresh without --init")
+    shared = model.shared_names()
+    model.load_state_dict({name: value for name, value in before.state_dict().items() if name not in shared},
+                          strict=False)
+    card = directory / "card.json"
+    steps = json.loads(card.read_text()).get("steps") if card.exists() else None
+    return kept, {"path": str(init), "steps": steps}
 
 
 def draft_vocabulary(recipe: DFlashRecipe, target) -> tuple[torch.Tensor | None, dict]:
@@ -116,7 +157,8 @@ def draft_vocabulary(recipe: DFlashRecipe, target) -> tuple[torch.Tensor | None,
 
 
 def export_dflash(recipe: DFlashRecipe, model: DFlashModel, result: TrainResult, acceptance: dict,
-                  config: TrainConfig, out: Path, draft_vocab: dict | None = None) -> Path:
+                  config: TrainConfig, out: Path, draft_vocab: dict | None = None,
+                  started_from: dict | None = None) -> Path:
     """The drafter (config.json + model.safetensors, trained weights in fp16) and its card (card.json, README.md)."""
     model.save_pretrained(out)
     shared = model.shared_names()
@@ -139,6 +181,7 @@ def export_dflash(recipe: DFlashRecipe, model: DFlashModel, result: TrainResult,
         "anchors_per_sequence": recipe.anchors,
         "gamma": recipe.gamma if recipe.gamma is not None else paper_gamma(model.config.block_size),
         "steps": result.step,
+        "started_from": started_from,
         "heldout_loss": round(result.eval_loss, 4),
         "heldout_acceptance": acceptance,
         # the learning curve: held-out tau (argmax chain) against the window tokens trained on so far
@@ -183,7 +226,8 @@ def card_markdown(card: dict, out: Path) -> str:
         ("parameters", f"{card['parameters_trained']:,} trained (stored, fp16)"),
         ("data", f"`{card['data']}`: {card['labels']}"),
         ("steps", f"{card['steps']} (batch {config['batch_size']} x {card['anchors_per_sequence']} blocks, rows of "
-                  f"{config['seq_len']} tokens)"),
+                  f"{config['seq_len']} tokens)" + (f", after {start['steps']} steps of {start['path']} (`--init`)"
+                                                    if (start := card.get("started_from")) else "")),
         ("loss", f"slot k weighs exp(-(k - 1) / {card['gamma']})"),
         ("draft vocabulary", "the whole LM head" if not card.get("draft_vocab") else
          f"{card['draft_vocab']['size']:,} most frequent reply tokens (`draft_vocab.json`; "

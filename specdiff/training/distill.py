@@ -474,8 +474,13 @@ def reply_draft_vocab(data: str | Path, count: int, vocab_size: int) -> tuple[to
     their share of the held-out replies' tokens (an upper bound on what drafting only them keeps)."""
     train_replies = [record.response_ids for record in DistillDataset(data, "train").records]
     ids = frequent_tokens(train_replies, count, vocab_size)
-    heldout = [record.response_ids for record in DistillDataset(data, "heldout").records]
-    heldout = np.concatenate(heldout) if heldout else np.zeros(0, dtype=np.int64)  # none: a tiny data set
-    coverage = float(np.isin(heldout, ids.numpy()).mean()) if len(heldout) else None
     return ids, {"source": f"the {len(ids)} most frequent reply tokens of {data} (train split)",
-                 "heldout_coverage": None if coverage is None else round(coverage, 4)}
+                 "heldout_coverage": heldout_coverage(data, ids)}
+
+
+def heldout_coverage(data: str | Path, ids: torch.Tensor) -> float | None:
+    """The share of `data`'s held-out reply tokens among `ids` (None without held-out records)."""
+    heldout = [record.response_ids for record in DistillDataset(data, "heldout").records]
+    if not heldout:  # a tiny data set
+        return None
+    return round(float(np.isin(np.concatenate(heldout), ids.numpy()).mean()), 4)
