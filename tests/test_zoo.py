@@ -171,3 +171,11 @@ def test_stage_two_without_stage_one_names_the_command_to_run(tmp_path, monkeypa
     monkeypatch.setattr(zoo, "shipped", lambda: [name for name in shipped() if name != "stdlib-dlm-drafter-s1"])
     result = invoke("train", "diffusion-drafter", "--stage", "2", "--steps", 1, "--work-dir", tmp_path)
     assert_clean_failure(result, "specdiff train diffusion-drafter --stage 1")
+
+
+def test_cards_of_the_drafters_for_smollm2_say_what_they_were_trained_on():
+    """`specdiff zoo list` reads these: SmolLM2's drafters learned from its replies, not the stdlib corpus."""
+    for name in ("smollm2-135m-instruct-eagle", "smollm2-135m-instruct-dflash", "smollm2-135m-instruct-heads"):
+        card = zoo.card(name)
+        assert "own replies" in card["source"] and card["parameters"] > 0, (name, card["source"])
+    assert "Python stdlib" in zoo.card("stdlib-ar-drafter")["source"]

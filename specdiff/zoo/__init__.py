@@ -97,7 +97,10 @@ def card(name: str) -> dict:
             info["parameters"] = _parameter_count(model.cache_dir() / "model.safetensors")
         return info
     data = json.loads((path(name) / "card.json").read_text())
-    data.setdefault("source", "trained here on the Python stdlib (`specdiff zoo build`)")
+    distilled = data.get("target") in PACKAGED  # a drafter for a packaged target: trained on its replies
+    data.setdefault("source", "trained here on its target's own replies (`specdiff train data`)" if distilled
+                    else "trained here on the Python stdlib (`specdiff zoo build`)")
+    data.setdefault("parameters", data.get("parameters_trained", 0))
     data.setdefault("licence", "as specdiff (trained here)")
     data.setdefault("stored_dtype", "float16")
     data.setdefault("default_method", "ar")
