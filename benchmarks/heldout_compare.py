@@ -10,8 +10,6 @@ of a chain of 5), on the held-out split of a distillation data set, with the bat
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import torch
 
@@ -24,10 +22,6 @@ from specdiff.training.heads import HELDOUT_SEED
 from specdiff.vocab import read_draft_vocab
 
 TARGET = "smollm2-135m-instruct"
-
-
-def _directory(spec: str) -> Path:
-    return Path(spec) if Path(spec).exists() else zoo.path(spec)
 
 
 @click.command()
@@ -44,13 +38,13 @@ def main(data, dflash_dirs, eagle_dirs, batches, teacher_dtype):
     layers = (2, 15, 27, target.config.num_hidden_layers)
     heldout = TeacherFeatures.build(teacher, data, layers, "heldout")
     for spec in dflash_dirs:
-        model = DFlashModel.from_pretrained(_directory(spec)).attach(target)
+        model = DFlashModel.from_pretrained(zoo.directory(spec)).attach(target)
         blocks = AnchorSampler(heldout, model.config.layers, 384, 8, 16, HELDOUT_SEED).fixed_batches(batches)
-        result = heldout_acceptance(model, blocks, read_draft_vocab(_directory(spec)))
+        result = heldout_acceptance(model, blocks, read_draft_vocab(zoo.directory(spec)))
         click.echo(f"dflash {spec}: tau {result['tau']} over {result['blocks']} blocks; top-1 by position "
                    f"{[round(x, 3) for x in result['accuracy_by_position'][:6]]}")
     for spec in eagle_dirs:
-        model = EagleModel.from_pretrained(_directory(spec)).attach(target)
+        model = EagleModel.from_pretrained(zoo.directory(spec)).attach(target)
         windows = FeatureSampler(heldout, model.config.feature_layers, 384, 8, HELDOUT_SEED).fixed_batches(batches)
         result = chain_acceptance(model, windows, 5)
         click.echo(f"eagle {spec}: tau {result['tau_estimate']}; acceptance by position "

@@ -18,6 +18,12 @@ def write_card(out: Path, card: dict, markdown: str) -> None:
     (out / "README.md").write_text(markdown)
 
 
+def read_card(directory: Path) -> dict:
+    """The card.json beside a model's files ({} when there is none)."""
+    path = Path(directory) / "card.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def fact_table(rows: list[tuple[str, object]]) -> str:
     """A model card's two-column Markdown table, one (label, value) per row."""
     return "| | |\n|---|---|\n" + "\n".join(f"| {label} | {value} |" for label, value in rows)

@@ -10,7 +10,7 @@ import torch
 
 from specdiff.drafters.dflash_model import DFlashModel, default_layers
 from specdiff.hf_compat import RowsHead
-from specdiff.training.cards import fact_table, machine_label, write_card
+from specdiff.training.cards import fact_table, machine_label, read_card, write_card
 from specdiff.training.distill import heldout_coverage, reply_draft_vocab
 from specdiff.training.dflash import AnchorSampler, DFlashObjective, heldout_acceptance, paper_gamma
 from specdiff.training.features import TeacherFeatures
@@ -118,8 +118,6 @@ def warm_start(model: DFlashModel, init: str, vocab: torch.Tensor | None) -> tup
     to train over, the drafter's own (its head was trained over those rows; grown data reorder the frequent
     tokens a little) when it has as many as `vocab`, and what the card says of the start: its path and steps.
     ValueError names what differs."""
-    import json
-
     from specdiff import zoo
     from specdiff.vocab import read_draft_vocab
 
@@ -140,9 +138,7 @@ def warm_start(model: DFlashModel, init: str, vocab: torch.Tensor | None) -> tup
     shared = model.shared_names()
     model.load_state_dict({name: value for name, value in before.state_dict().items() if name not in shared},
                           strict=False)
-    card = directory / "card.json"
-    steps = json.loads(card.read_text()).get("steps") if card.exists() else None
-    return kept, {"path": str(init), "steps": steps}
+    return kept, {"path": str(init), "steps": read_card(directory).get("steps")}
 
 
 def draft_vocabulary(recipe: DFlashRecipe, target) -> tuple[torch.Tensor | None, dict]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from specdiff.drafters.eagle_model import EagleModel
-from specdiff.training.cards import fact_table, machine_label, write_card
+from specdiff.training.cards import fact_table, machine_label, read_card, write_card
 from specdiff.training.eagle import EagleObjective, FeatureSampler, chain_acceptance, frequent_tokens
 from specdiff.training.features import TeacherFeatures
 from specdiff.training.heads import HELDOUT_SEED, load_target
@@ -132,8 +132,6 @@ def kept_vocab(init: str, vocab: torch.Tensor) -> torch.Tensor:
 def warm_start(eagle: EagleModel, init: str) -> dict:
     """Load an exported drafter's weights into `eagle` (fresh, shaped by the recipe); returns what the card
     says of it: its path and the steps it had been trained for."""
-    import json
-
     from specdiff import zoo
 
     directory = zoo.directory(init)
@@ -149,9 +147,7 @@ def warm_start(eagle: EagleModel, init: str) -> dict:
         raise ValueError(f"--init {init}: that drafter differs from this recipe in {what}; train it with the "
                          "options it was trained with (its card's command), or start fresh without --init")
     eagle.load_state_dict(before.state_dict(), strict=True)
-    card = directory / "card.json"
-    steps = json.loads(card.read_text()).get("steps") if card.exists() else None
-    return {"path": str(init), "steps": steps}
+    return {"path": str(init), "steps": read_card(directory).get("steps")}
 
 
 def export_eagle(recipe: EagleRecipe, eagle: EagleModel, result: TrainResult, acceptance: dict,

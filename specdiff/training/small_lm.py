@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from specdiff.training.cards import draft_vocab_line, machine_label, write_card
+from specdiff.training.cards import draft_vocab_line, machine_label, read_card, write_card
 from specdiff.training.distill import DistillDataset, reply_draft_vocab
 from specdiff.training.heads import HELDOUT_SEED, load_target
 from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
@@ -201,7 +201,7 @@ def warm_start(model, init: str) -> dict:
     from specdiff import zoo
 
     directory = zoo.directory(init)
-    card = json.loads((directory / "card.json").read_text()) if (directory / "card.json").exists() else {}
+    card = read_card(directory)
     wanted, theirs = model.config.specdiff_source_layers, card.get("kept_layers")
     if theirs is not None and list(theirs) != list(wanted):
         raise ValueError(f"--init {init}: that small LM keeps layers {theirs}, this run {wanted}; pass "
