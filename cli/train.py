@@ -131,8 +131,11 @@ def train_diffusion_drafter(stage, examples, work_dir, out_dir, steps):
 @click.option("--mixed-precision", type=click.Choice(["no", "bf16"]), default=None,
               help="The training forward's autocast: bf16 is 2-4x faster on CPUs with AMX / AVX512-BF16 and on GPUs; "
                    "evaluation stays fp32 [default: no].")
+@click.option("--init", "init", metavar="DIR|NAME", default=None,
+              help="With --data: start from exported heads of the same shape (a directory or zoo name), e.g. to "
+                   "train shipped heads on grown data; the draft vocabulary is the data's own.")
 def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra, examples, work_dir, out_dir, steps,
-                draft_vocab, lr, mixed_precision):
+                draft_vocab, lr, mixed_precision, init):
     """Train Medusa-style heads on a frozen target (Medusa-1 loss) and export them with a model card.
 
     \b
@@ -154,7 +157,7 @@ def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra,
                                              ("mixed_precision", mixed_precision)) if value is not None}
     for flag, value in (("--draft-vocab", draft_vocab), ("--batch-size", batch_size), ("--seq-len", seq_len),
                         ("--lr", lr), ("--mixed-precision", mixed_precision), ("--num-heads", num_heads),
-                        ("--steps", steps)):
+                        ("--steps", steps), ("--init", init)):
         if value is not None:
             recipe = replace(recipe, command=f"{recipe.command} {flag} {value}")
     if hydra:
@@ -162,12 +165,17 @@ def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra,
                          description=recipe.description.replace("Medusa-style heads", "Hydra-style heads (Medusa "
                                                                  "heads that also see the tokens before the one they draft)"))
     given = dict(labels=labels, data=data_dir, num_heads=num_heads, conditioned=hydra, examples=examples,
-                 train=replace(recipe.train, **sizes) if sizes else None, draft_vocab=draft_vocab)
+                 train=replace(recipe.train, **sizes) if sizes else None, draft_vocab=draft_vocab, init=init)
     try:
         recipe = replace(recipe, **{name: value for name, value in given.items() if value is not None})
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    _run(recipe.name, work_dir, steps, out_dir or SHIPPED_DIR, recipe)
+    try:
+        _run(recipe.name, work_dir, steps, out_dir or SHIPPED_DIR, recipe)
+    except (ValueError, FileNotFoundError) as error:  # heads of another shape, or no heads, at --init
+        if init is None or "--init" not in str(error) and not isinstance(error, FileNotFoundError):
+            raise
+        raise click.UsageError(str(error)) from None
 
 
 @train_group.command("tidar")
@@ -214,17 +222,31 @@ def train_tidar(block_sizes, alpha, work_dir, out_dir, steps):
 @click.option("--batch-size", type=int, default=None,
               help="Prompts per generate call; the call has twice as many rows [default: DistillConfig's, 16].")
 @click.option("--seed", type=int, default=None, help="Seed of the prompt plan and the sampling [default: 0].")
-def train_data(target, out_dir, prompts, dtype, max_new_tokens, batch_size, seed):
+@click.option("--mix", "mix_text", default="broad", show_default=True, metavar="PRESET|KIND=SHARE,...",
+              help="Shares of the prompt sources: `broad` (every kind), `four-sources` (topic, docstring, document, "
+                   "arithmetic: the first SmolLM2 plan), or e.g. `passage=2,translation=1,writing=1`.")
+@click.option("--extend", is_flag=True,
+              help="OUT holds finished data with other settings: add these prompts to it as a new part "
+                   "(its records follow the old ones, so cached teacher features are reused).")
+def train_data(target, out_dir, prompts, dtype, max_new_tokens, batch_size, seed, mix_text, extend):
     """Distillation data: the target's greedy and sampled replies to non-benchmark prompts, as token ids
     with provenance (resumable; the first Ctrl-C finishes the batch in flight, a second stops at once).
 
     \b
-    Example:
+    Examples:
       specdiff train data --out datasets/smollm2-135m-instruct --prompts 4000
+      specdiff train data --out datasets/smollm2-135m-instruct --prompts 800 --seed 1 --extend \\
+          --mix passage=0.3,translation=0.2,article=0.2,writing=0.15,roleplay=0.15
     """
     from specdiff.training import distill
+    from specdiff.training.prompt_sources import PromptMix
 
-    given = dict(dtype=dtype, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    try:
+        mix = PromptMix.parse(mix_text)
+    except (ValueError, TypeError) as error:
+        raise click.BadParameter(str(error), param_hint="--mix") from None
+    mix = None if mix == PromptMix.FOUR_SOURCES else mix.as_dict()
+    given = dict(dtype=dtype, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, mix=mix)
     for flag, value in (("--prompts", prompts), ("--max-new-tokens", max_new_tokens), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise click.BadParameter(f"must be >= 1, got {value}", param_hint=flag)
@@ -241,7 +263,7 @@ def train_data(target, out_dir, prompts, dtype, max_new_tokens, batch_size, seed
     if tokenizer is None:
         raise click.BadParameter(f"{target!r} has no tokenizer next to it", param_hint="--target")
     try:
-        result = distill.run(model, tokenizer, out_dir, config)
+        result = distill.run(model, tokenizer, out_dir, config, extend=extend)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     manifest = result.manifest

@@ -277,6 +277,16 @@ def test_the_target_states_make_the_pattern_predictable(pattern):
 # --- a reduced draft vocabulary in training (FR-Spec) --------------------------------------------
 
 
+def test_windows_of_a_long_prompt_start_near_the_reply():
+    # One record: a 100-token prompt and a 20-token reply; windows of 32 start from 16 before the reply
+    # to its first token (at most T - S = 88), so every row has anchors.
+    features = TeacherFeatures(Path("unused"), (1,), np.array([0, 120]), np.array([100]), np.arange(120, dtype=np.int32),
+                               np.zeros((120, 1, 4), dtype=np.float16))
+    batch = AnchorSampler(features, (1,), seq_len=32, batch_size=64, anchors=4, seed=0).batch(0)
+    assert set(batch.start.tolist()) <= set(range(84, 89)) and len(set(batch.start.tolist())) > 1
+    assert (batch.anchors >= 0).all() and (batch.anchors + batch.start[:, None] >= 99).all()
+
+
 def test_draft_labels_by_hand():
     labels = torch.tensor([[IGNORE, 5, 7, 2, 9]])
     assert to_draft_labels(labels, torch.tensor([2, 5, 9]), 16).tolist() == [[IGNORE, 1, IGNORE, 0, 2]]

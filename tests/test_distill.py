@@ -53,7 +53,10 @@ def test_prompt_sources_are_deterministic_mixed_and_never_read_benchmarks(source
     assert prompts != build_prompts(40, seed=4, **sources)
     assert {p.kind for p in prompts} == set(prompt_sources.SOURCE_KINDS)
     assert all(p.origin and p.template for p in prompts)
-    assert all(p.self_written == (p.kind == "topic") for p in prompts)
+    assert all(p.self_written == (p.kind in ("topic", "translation", "article")) for p in prompts)
+    assert all(bool(p.reply_template) == (p.kind in ("translation", "article")) for p in prompts)
+    four = build_prompts(40, seed=3, mix=prompt_sources.PromptMix.FOUR_SOURCES, **sources)
+    assert {p.kind for p in four} == {"topic", "docstring", "document", "arithmetic"}
     assert read and not any(prompt_sources.is_banned(path) for path in read)
     # A benchmark file is refused even when asked for by name.
     bench = tmp_path / "spec_bench" / "question.md"
@@ -65,11 +68,30 @@ def test_prompt_sources_are_deterministic_mixed_and_never_read_benchmarks(source
     assert prompt_sources.is_banned("/work/shared/data/anything.jsonl")
 
 
-def test_prompt_mix_counts_exactly():
+def test_prompt_mix_counts_exactly_and_parses():
     counts = prompt_sources.PromptMix().counts(7)
     assert sum(counts.values()) == 7
     with pytest.raises(ValueError, match="shares"):
         prompt_sources.PromptMix(topic=-1)
+    mix = prompt_sources.PromptMix.parse("passage=2, writing=1")
+    assert mix.counts(9) == {**dict.fromkeys(prompt_sources.SOURCE_KINDS, 0), "passage": 6, "writing": 3}
+    assert prompt_sources.PromptMix.parse("four-sources") == prompt_sources.PromptMix.FOUR_SOURCES
+    assert prompt_sources.PromptMix.parse("broad") == prompt_sources.PromptMix()
+    for bad, message in (("essay=1", "kind=share"), ("passage", "kind=share"), ("passage=lots", "number")):
+        with pytest.raises(ValueError, match=message):
+            prompt_sources.PromptMix.parse(bad)
+
+
+def test_passages_join_consecutive_paragraphs_and_questions_name_a_repeated_term():
+    text = "\n\n".join(f"{PROSE} Part {i} tells of the lighthouse." for i in range(12))
+    runs = prompt_sources.passages(text, min_chars=1000, max_chars=2000)
+    assert runs and all(1000 <= len(run) <= 2000 for run in runs)
+    assert all(run.count("\n\n") >= 2 and run.split("\n\n")[0] in text for run in runs)
+    rng = __import__("random").Random(0)
+    assert prompt_sources.key_term(PROSE + " The lighthouse stood.", rng) == "lighthouse"
+    assert prompt_sources.key_term("Tiny.", rng) == "its subject"
+    with pytest.raises(ValueError, match="reply_template"):
+        prompt_sources.Prompt("x", "article", "o", "t", self_written=False, reply_template="{reply}")
 
 
 def test_greedy_rows_decode_like_generate_inside_a_sampled_batch(model, tokenizer):
@@ -198,6 +220,9 @@ def test_config_and_cli_reject_bad_values():
         args = ["train", "data", "--out", "/nonexistent/never-written", "--prompts", "5", flag, value]
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2 and flag in result.output, result.output
+    result = CliRunner().invoke(cli, ["train", "data", "--out", "/nonexistent/never-written", "--prompts", "5",
+                                      "--mix", "essay=1"])
+    assert result.exit_code == 2 and "--mix" in result.output and "passage" in result.output, result.output
 
 
 def test_features_of_a_grown_data_set_compute_only_the_new_records(tmp_path, monkeypatch):
@@ -241,3 +266,44 @@ def test_features_of_a_grown_data_set_compute_only_the_new_records(tmp_path, mon
     computed.clear()
     TeacherFeatures.build(target, data, (2,), target_name="tiny", cache_dir=tmp_path / "cache", progress=False)
     assert len(computed) == len(grown)
+
+
+def test_a_text_the_target_writes_first_becomes_the_request(model, tokenizer):
+    prompt = prompt_sources.Prompt("Write a news story about tides.", "article", "tides", "seed", self_written=True,
+                                   reply_template="Summarise this:\n\n{reply}")
+    question = prompt_sources.Prompt("Write one question about tides.", "topic", "tides", "seed", self_written=True)
+    config = _config(passage_max_new_tokens=10)
+    requests = distill.write_requests(model, tokenizer, [question, prompt], config, seed=5)
+    reply = distill.generate_rows(model, tokenizer, [distill.chat_ids(tokenizer, prompt.text)], [False],
+                                  config.question_temperature, config.top_p, 10, 5 ^ (1 << 40))[0]
+    passage = distill._clean_passage(tokenizer.decode(reply, skip_special_tokens=True))
+    assert requests[1] == (f"Summarise this:\n\n{passage}" if passage else prompt.text)
+    assert distill._clean_passage("Here is the translation:\nHallo Welt.\nZweite Zeile.") == "Hallo Welt.\nZweite Zeile."
+
+
+def test_a_new_part_extends_finished_data_and_resumes_on_its_own(model, tokenizer, sources, tmp_path):
+    first = _config(prompts=4, batch_size=2)
+    distill.run(model, tokenizer, tmp_path, first, lambda: build_prompts(4, 0, **sources), progress=False)
+    before = _records(tmp_path)
+    second = _config(prompts=3, batch_size=2, seed=7, mix={"writing": 1.0, "passage": 1.0})
+    with pytest.raises(ValueError, match="--extend"):
+        distill.run(model, tokenizer, tmp_path, second, progress=False)
+    build = lambda: build_prompts(3, 7, second.prompt_mix, **sources)  # noqa: E731
+    part = distill.run(model, tokenizer, tmp_path, second, build, max_batches=1, progress=False, extend=True)
+    assert part.batches_this_run == 1 and distill.completed_batches(tmp_path) == [0, 1, 2]
+    # Resuming the new part needs no --extend; the first part's records stay first and unchanged.
+    rest = distill.run(model, tokenizer, tmp_path, second, progress=False)
+    records = _records(tmp_path)
+    assert records[: len(before)] == before and len(records) == len(before) + 6
+    assert [meta["prompt_index"] for _, _, meta in records[len(before):]] == [4, 5, 4, 5, 6, 6]
+    assert {meta["kind"] for _, _, meta in records[len(before):]} <= {"writing", "passage"}
+    assert rest.manifest["batches"] == {"done": 4, "planned": 4}
+    assert [p["batches"] for p in rest.manifest["parts"]] == [[0, 2], [2, 4]]
+    # Resuming the first part with its own settings finds nothing to do.
+    assert distill.run(model, tokenizer, tmp_path, first, progress=False).batches_this_run == 0
+
+    # A part is added only after every earlier one is finished.
+    distill.run(model, tokenizer, tmp_path / "half", first, lambda: build_prompts(4, 0, **sources), max_batches=1,
+                progress=False)
+    with pytest.raises(ValueError, match="not finished"):
+        distill.run(model, tokenizer, tmp_path / "half", second, build, progress=False, extend=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,6 +286,17 @@ def test_batches_and_labels(pattern):
     with pytest.raises(ValueError, match=r"hold layers \[1, 2\], not \[0\]"):
         FeatureSampler(features["train"], (0, 2), 32, 4)
     assert set(frequent_tokens(features["train"], 5, tiny.VOCAB).tolist()) == set(CYCLE)
+
+
+def test_windows_of_a_long_prompt_hold_reply_positions():
+    # One record: a 100-token prompt (a passage to summarise) and a 20-token reply; windows of 32.
+    tokens = np.arange(120, dtype=np.int32)
+    features = TeacherFeatures(Path("unused"), (1,), np.array([0, 120]), np.array([100]), tokens,
+                               np.zeros((120, 1, 4), dtype=np.float16))
+    sampler = FeatureSampler(features, (1,), seq_len=32, batch_size=64, seed=0)
+    starts = {int(row[0]) for row in sampler.batch(0).ids}  # ids are positions here
+    assert starts <= set(range(84, 89)) and len(starts) > 1  # from S/2 before the reply to the last full window
+    assert (sampler.batch(0).reply.sum(dim=1) >= 16).all()
 
 
 def test_training_reaches_tau_near_k(pattern, tmp_path):

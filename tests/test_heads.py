@@ -431,6 +431,8 @@ def test_recipe_validation():
     with pytest.raises(ValueError, match="seq_len to 96"):
         HeadsRecipe("x", "", "t", config, prompt_tokens=64, continuation_tokens=32)
     HeadsRecipe("x", "", "t", config, labels="corpus", prompt_tokens=64, continuation_tokens=32)
+    with pytest.raises(ValueError, match="--data"):
+        HeadsRecipe("x", "", "t", config, labels="corpus", prompt_tokens=64, continuation_tokens=32, init="heads")
 
 
 # --- the method registry and the CLI ---------------------------------------------------------------
@@ -603,6 +605,26 @@ def test_cli_train_distilled_heads_from_features_then_generate(tiny_models, tmp_
         result = invoke("generate", "def f(x):\n", "--target", target_dir, "--method", method, "--drafter", out,
                         "--max-new-tokens", 6)
         assert result.exit_code == 0, result.output
+
+    # A warm start: the exported heads' weights, then more steps; the card says where it started.
+    from specdiff.drafters.heads import MedusaHeads
+    from specdiff.training.heads import warm_start_heads
+
+    before = MedusaHeads.from_pretrained(out)
+    fresh = MedusaHeads(before.config)
+    assert warm_start_heads(fresh, str(out)) == {"path": str(out), "steps": 3}
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), before.state_dict().values()))
+    result = invoke("train", "heads", "--target", target_dir, "--data", data, "--out-dir", tmp_path / "more",
+                    "--work-dir", tmp_path / "work2", "--steps", 2, "--num-heads", 2, "--draft-vocab", 64,
+                    "--batch-size", 2, "--seq-len", 16, "--init", out)
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "more" / "target-heads" / "card.json").read_text())
+    assert card["started_from"] == {"path": str(out), "steps": 3} and f"--init {out}" in card["command"]
+    assert f"after 3 steps of {out}" in (tmp_path / "more" / "target-heads" / "README.md").read_text()
+    # Other shapes are refused with the fix named.
+    result = invoke("train", "heads", "--target", target_dir, "--data", data, "--out-dir", tmp_path / "other",
+                    "--work-dir", tmp_path / "work3", "--steps", 2, "--num-heads", 3, "--init", out)
+    assert_clean_failure(result, "num_heads 2 (recipe: 3)")
 
 
 def test_control_a_chain_not_drawn_from_the_rows_it_reports_fails(monkeypatch):

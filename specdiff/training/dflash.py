@@ -75,7 +75,7 @@ class AnchorSampler:
     """Batches of records with random block anchors, a pure function of (seed, step) (exact resume).
 
     A record longer than seq_len is cut to a random window that starts at or before its reply's first
-    token (`ReplyWindows`' rule). Anchors: up to `anchors` distinct positions p of the reply, or the
+    token (`ReplyWindows`' rule) and at most seq_len / 2 before it where the record allows. Anchors: up to `anchors` distinct positions p of the reply, or the
     prompt's last token, with at least one label (p + 1) inside the window."""
 
     def __init__(self, features: TeacherFeatures, layers: tuple[int, ...], seq_len: int, batch_size: int,
@@ -98,7 +98,10 @@ class AnchorSampler:
         for row, index in enumerate(rng.integers(len(self.features), size=B)):
             record_ids, reply = self.features.ids(int(index)), self.features.response_start(int(index))
             T = len(record_ids)
-            first = int(rng.integers(min(max(0, T - S), max(0, reply - 1)) + 1))
+            # At or before the reply's first token, and at most S/2 before it when the record allows:
+            # a long prompt (a passage to summarise) would otherwise leave windows with no anchor.
+            last = min(max(0, T - S), max(0, reply - 1))
+            first = int(rng.integers(min(max(0, reply - S // 2), last), last + 1))
             n = min(S, T - first)
             ids[row, :n] = torch.from_numpy(record_ids[first : first + n])
             offset = int(self.features.offsets[index]) + first

@@ -6,6 +6,8 @@ leaving the batch at its EOS: `generate_rows`).
 
 Layout of an output directory (append-only, resumable):
     plan.jsonl.gz          line 1: the DistillConfig; then one prompt per line (fixed at the first run)
+    plan-K.jsonl.gz        a part added later (`run(..., extend=True)`): line 1 its config and where
+                           its batches start; its batches follow every earlier part's
     shards/batch-NNNNN.npz one per batch of prompts, written atomically (temp file + os.replace)
     manifest.json          counts, tokens, sources, versions, throughput; rewritten after each shard
 A shard holds uint16 token ids (vocabularies up to 65,536) and a JSON list of per-record metadata.
@@ -24,7 +26,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 
@@ -34,7 +36,7 @@ from tqdm.auto import tqdm
 
 from specdiff import hf_compat
 from specdiff.sampling import SamplingSettings
-from specdiff.training.prompt_sources import Prompt, build_prompts
+from specdiff.training.prompt_sources import SOURCE_KINDS, Prompt, PromptMix, build_prompts
 from specdiff.vocab import frequent_tokens
 
 PLAN_FILE = "plan.jsonl.gz"
@@ -61,9 +63,14 @@ class DistillConfig:
     question_temperature: float = 0.8  # the target writing its own question about a topic
     question_max_new_tokens: int = 64
     seed: int = 0
+    # Shares of each prompt source (PromptMix fields); None: PromptMix.FOUR_SOURCES, the first plan's.
+    mix: dict | None = None
+    passage_max_new_tokens: int = 320  # a text the target writes first (to translate, to summarise)
 
     def __post_init__(self):
-        for name in ("prompts", "max_new_tokens", "batch_size", "question_max_new_tokens"):
+        if self.mix is not None:  # every kind spelled out (0 where not named); unknown kinds or bad shares fail
+            object.__setattr__(self, "mix", PromptMix(**{**dict.fromkeys(SOURCE_KINDS, 0.0), **self.mix}).as_dict())
+        for name in ("prompts", "max_new_tokens", "batch_size", "question_max_new_tokens", "passage_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DistillConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.dtype not in _DTYPES:
@@ -77,6 +84,10 @@ class DistillConfig:
     @property
     def num_batches(self) -> int:
         return -(-self.prompts // self.batch_size)
+
+    @property
+    def prompt_mix(self) -> PromptMix:
+        return PromptMix.FOUR_SOURCES if self.mix is None else PromptMix(**self.mix)
 
     def batch_seed(self, batch_index: int) -> int:
         """The torch seed of one batch: sampling is a pure function of (seed, batch), so resume is exact."""
@@ -160,17 +171,32 @@ def _clean_question(text: str) -> str:
     return lines[0] if lines else ""
 
 
+def _clean_passage(text: str) -> str:
+    """A text the target wrote to be worked on, without a label line ('Here is the translation:')."""
+    lines = text.strip().splitlines()
+    if len(lines) > 1 and lines[0].rstrip().endswith(":") and len(lines[0]) < 80:
+        lines = lines[1:]
+    return "\n".join(lines).strip()
+
+
 def write_requests(model, tokenizer, prompts: list[Prompt], config: DistillConfig, seed: int) -> list[str]:
-    """The user messages of a batch: a self-written prompt's seed request is answered first (sampled)."""
+    """The user messages of a batch. A self-written prompt's seed request is answered first (sampled):
+    a question (first line of a short reply) or, with `reply_template`, a whole text put into it."""
     requests = [prompt.text for prompt in prompts]
-    asked = [i for i, prompt in enumerate(prompts) if prompt.self_written]
-    if asked:
+    for written, budget in ((False, config.question_max_new_tokens), (True, config.passage_max_new_tokens)):
+        asked = [i for i, prompt in enumerate(prompts) if prompt.self_written and bool(prompt.reply_template) == written]
+        if not asked:
+            continue
         seeds = [chat_ids(tokenizer, prompts[i].text) for i in asked]
         replies = generate_rows(model, tokenizer, seeds, [False] * len(asked), config.question_temperature,
-                                config.top_p, config.question_max_new_tokens, seed)
+                                config.top_p, budget, seed ^ (written << 40))
         for i, reply in zip(asked, replies):
-            question = _clean_question(tokenizer.decode(reply, skip_special_tokens=True))
-            requests[i] = question or prompts[i].text
+            text = tokenizer.decode(reply, skip_special_tokens=True)
+            if written:
+                passage = _clean_passage(text)
+                requests[i] = prompts[i].reply_template.format(reply=passage) if passage else prompts[i].text
+            else:
+                requests[i] = _clean_question(text) or prompts[i].text
     return requests
 
 
@@ -247,34 +273,94 @@ def completed_batches(out_dir: Path) -> list[int]:
     return sorted(int(path.stem.split("-")[1]) for path in (out_dir / SHARD_DIR).glob("batch-*.npz"))
 
 
-def open_plan(out_dir: Path, config: DistillConfig, build: Callable[[], list[Prompt]]) -> list[Prompt]:
-    """The run's prompts: built and saved by the first run, read back (and checked) by a resume."""
-    path = out_dir / PLAN_FILE
-    if path.exists():
+@dataclass(frozen=True)
+class PlanPart:
+    """One `specdiff train data` plan in a directory: its config, prompts and where its batches start.
+    Part 0 is `plan.jsonl.gz`; a part added later (`extend`) numbers its batches after every earlier one's."""
+
+    index: int
+    config: DistillConfig
+    prompts: list
+    first_batch: int = 0
+    first_prompt: int = 0
+
+    @property
+    def path_name(self) -> str:
+        return plan_file(self.index)
+
+    @property
+    def batches(self) -> range:
+        return range(self.first_batch, self.first_batch + self.config.num_batches)
+
+
+def plan_file(part: int) -> str:
+    return PLAN_FILE if part == 0 else f"plan-{part}.jsonl.gz"
+
+
+def _saved_config(saved: dict) -> DistillConfig:
+    """A config as a plan stored it; fields added since take their defaults (the run used them)."""
+    defaults = {f.name: f.default for f in fields(DistillConfig) if f.default is not MISSING}
+    return DistillConfig(**{**defaults, **saved})
+
+
+def read_plan(out_dir: Path) -> list[PlanPart]:
+    """Every part of the directory's plan, in order (empty when there is none yet)."""
+    parts = []
+    while True:
+        index = len(parts)
+        path = out_dir / plan_file(index)
+        if not path.exists():
+            return parts
         with gzip.open(path, "rt", encoding="utf-8") as handle:
-            saved = json.loads(handle.readline())["config"]
-            if saved != asdict(config):
-                changed = {k: f"{saved.get(k)!r} -> {v!r}" for k, v in asdict(config).items() if saved.get(k) != v}
-                raise ValueError(f"{out_dir} holds a run with other settings ({changed}); rerun with the "
-                                 "saved settings to resume, or pick another output directory")
-            return [Prompt(**json.loads(line)) for line in handle]
-    prompts = build()
-    lines = [json.dumps({"config": asdict(config)})] + [json.dumps(p.as_dict()) for p in prompts]
+            head = json.loads(handle.readline())
+            prompts = [Prompt(**json.loads(line)) for line in handle]
+        parts.append(PlanPart(index, _saved_config(head["config"]), prompts, head.get("first_batch", 0),
+                              head.get("first_prompt", 0)))
+
+
+def open_plan(out_dir: Path, config: DistillConfig, build: Callable[[], list[Prompt]],
+              extend: bool = False) -> PlanPart:
+    """The part of the plan that `config` runs: the saved one with these settings (a resume), the
+    first one (a new directory), or, with `extend`, a new part after the others (when they are done)."""
+    parts = read_plan(out_dir)
+    for part in parts:
+        if part.config == config:
+            return part
+    if parts and not extend:
+        saved = asdict(parts[-1].config)
+        changed = {k: f"{saved.get(k)!r} -> {v!r}" for k, v in asdict(config).items() if saved.get(k) != v}
+        raise ValueError(f"{out_dir} holds a run with other settings ({changed}); rerun with the saved settings "
+                         "to resume, pick another output directory, or add these prompts to it as a new part "
+                         "(--extend)")
+    done = set(completed_batches(out_dir)) if parts else set()
+    unfinished = [part.index for part in parts if not set(part.batches) <= done]
+    if unfinished:
+        raise ValueError(f"{out_dir}: part {unfinished[0]} of the plan is not finished; resume it (its own "
+                         "settings) before adding a part, so that records stay in the order they were planned")
+    last = parts[-1] if parts else None
+    part = PlanPart(len(parts), config, build(), last.batches.stop if last else 0,
+                    last.first_prompt + last.config.prompts if last else 0)
+    head = {"config": asdict(config)} | ({"first_batch": part.first_batch, "first_prompt": part.first_prompt}
+                                         if part.index else {})
+    lines = [json.dumps(head)] + [json.dumps(p.as_dict()) for p in part.prompts]
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda handle: handle.write(gzip.compress(("\n".join(lines) + "\n").encode())))
-    return prompts
+    _atomic_write(out_dir / part.path_name,
+                  lambda handle: handle.write(gzip.compress(("\n".join(lines) + "\n").encode())))
+    return part
 
 
-def summarize(out_dir: Path, config: DistillConfig) -> dict:
-    """The manifest: everything in it is recomputed from the shards, so it can never drift from them."""
+def summarize(out_dir: Path) -> dict:
+    """The manifest: everything in it is recomputed from the shards and the plan, so it can never drift."""
     import transformers
 
+    parts = read_plan(out_dir)
     records = tokens_prompt = tokens_response = 0
     seconds = 0.0
     by_kind: dict[str, dict[str, int]] = {}
     by_mode: dict[str, int] = {}
     finished = 0
-    for batch_index in completed_batches(out_dir):
+    done = completed_batches(out_dir)
+    for batch_index in done:
         prompts, responses, meta = read_shard(shard_path(out_dir, batch_index))
         seconds += meta["seconds"]
         for prompt, response, record in zip(prompts, responses, meta["records"]):
@@ -286,12 +372,15 @@ def summarize(out_dir: Path, config: DistillConfig) -> dict:
             kind["response_tokens"] += len(response)
             by_mode[record["mode"]] = by_mode.get(record["mode"], 0) + 1
             finished += record["finished"]
-    batches = len(completed_batches(out_dir))
+    first = parts[0].config
     return {
         "format": "specdiff distillation data v1 (see specdiff/training/distill.py)",
-        "target": config.target, "dtype": config.dtype, "config": asdict(config),
+        "target": first.target, "dtype": first.dtype, "config": asdict(first),
+        "parts": [{"config": asdict(part.config), "batches": [part.batches.start, part.batches.stop],
+                   "done": len(set(part.batches) & set(done)), "mix": part.config.prompt_mix.as_dict()}
+                  for part in parts],
         "transformers": transformers.__version__, "torch": torch.__version__,
-        "batches": {"done": batches, "planned": config.num_batches},
+        "batches": {"done": len(done), "planned": sum(part.config.num_batches for part in parts)},
         "records": records, "records_by_mode": by_mode, "sources": by_kind,
         "tokens": {"prompt": tokens_prompt, "response": tokens_response},
         "finished_with_eos": finished,
@@ -302,8 +391,8 @@ def summarize(out_dir: Path, config: DistillConfig) -> dict:
     }
 
 
-def write_manifest(out_dir: Path, config: DistillConfig) -> dict:
-    manifest = summarize(out_dir, config)
+def write_manifest(out_dir: Path) -> dict:
+    manifest = summarize(out_dir)
     _atomic_write(out_dir / MANIFEST_FILE, lambda handle: handle.write(json.dumps(manifest, indent=1).encode()))
     return manifest
 
@@ -347,19 +436,23 @@ class RunResult:
 
 
 def run(model, tokenizer, out_dir: Path, config: DistillConfig, build: Callable[[], list[Prompt]] | None = None,
-        max_batches: int | None = None, progress: bool = True) -> RunResult:
-    """Generate the missing batches of `out_dir` (all of them on a first run); `max_batches` caps this call.
+        max_batches: int | None = None, progress: bool = True, extend: bool = False) -> RunResult:
+    """Generate the missing batches of `config`'s part of `out_dir` (all of them on a first run);
+    `max_batches` caps this call. `extend`: settings no part has make a new part (see `open_plan`).
 
-    `build` makes the prompt plan on a first run (default: `build_prompts(config.prompts, config.seed)`)."""
+    `build` makes the prompt plan of a new part (default: `build_prompts(config.prompts, config.seed,
+    config.prompt_mix)`)."""
     out_dir = Path(out_dir)
-    prompts = open_plan(out_dir, config, build or (lambda: build_prompts(config.prompts, config.seed)))
+    part = open_plan(out_dir, config, build or (lambda: build_prompts(config.prompts, config.seed, config.prompt_mix)),
+                     extend)
+    prompts = part.prompts
     if len(prompts) != config.prompts:
         raise ValueError(f"the plan has {len(prompts)} prompts, the config asks for {config.prompts}")
     (out_dir / SHARD_DIR).mkdir(exist_ok=True)
     for stale in (out_dir / SHARD_DIR).glob("*.tmp"):  # a shard that was being written when killed
         stale.unlink()
-    done = set(completed_batches(out_dir))
-    todo = [b for b in range(config.num_batches) if b not in done][:max_batches]
+    done = set(completed_batches(out_dir)) & set(part.batches)
+    todo = [b for b in part.batches if b not in done][:max_batches]
     bar = tqdm(total=config.prompts, initial=min(config.prompts, len(done) * config.batch_size), unit="prompt",
                desc="distilling", disable=not progress, mininterval=10)
     started, new_tokens, finished_batches, interrupted = time.perf_counter(), 0, 0, False
@@ -369,13 +462,13 @@ def run(model, tokenizer, out_dir: Path, config: DistillConfig, build: Callable[
                 if stop.requested:
                     interrupted = True
                     break
-                first = batch_index * config.batch_size
+                first = (batch_index - part.first_batch) * config.batch_size
                 batch_prompts = prompts[first : first + config.batch_size]
                 batch_started = time.perf_counter()
-                batch = distill_batch(model, tokenizer, batch_prompts, first, batch_index, config)
+                batch = distill_batch(model, tokenizer, batch_prompts, part.first_prompt + first, batch_index, config)
                 seconds = time.perf_counter() - batch_started
                 write_shard(out_dir, batch_index, batch, seconds)
-                write_manifest(out_dir, config)
+                write_manifest(out_dir)
                 finished_batches += 1
                 tokens = sum(len(reply) for reply in batch["response_ids"])
                 new_tokens += tokens
@@ -389,7 +482,7 @@ def run(model, tokenizer, out_dir: Path, config: DistillConfig, build: Callable[
             interrupted = True
         finally:
             bar.close()
-    return RunResult(write_manifest(out_dir, config), finished_batches, interrupted)
+    return RunResult(write_manifest(out_dir), finished_batches, interrupted)
 
 
 # ---- loading for training --------------------------------------------------------------------

@@ -68,7 +68,11 @@ class FeatureSampler:
         lengths = torch.zeros(self.batch_size, dtype=torch.long)
         for row, record in enumerate(rng.integers(len(self.features), size=self.batch_size).tolist()):
             record_ids = self.features.ids(record)
-            start = int(rng.integers(max(1, len(record_ids) - S + 1)))
+            # Loss is on reply positions only: a window starts at most S/2 before the reply (when the
+            # record allows), so a long prompt (a passage to summarise) does not fill windows with no target.
+            last = max(0, len(record_ids) - S)
+            first = min(max(0, self.features.response_start(record) - S // 2), last)
+            start = int(rng.integers(first, last + 1))
             window = slice(start, start + S)
             length = lengths[row] = len(record_ids[window])
             ids[row, :length] = torch.from_numpy(record_ids[window])

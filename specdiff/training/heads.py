@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from specdiff.training.cards import draft_vocab_line, machine_label, write_card
+from specdiff.training.cards import draft_vocab_line, machine_label, read_card, write_card
 from specdiff import hf_compat
 from specdiff.drafters.heads import MedusaHeads
 from specdiff.training.data import WindowSampler, encode_files
@@ -148,8 +148,11 @@ class HeadsRecipe:
     # labels "distill": rows of the reduced draft head written beside the heads (draft_vocab.json: the
     # most frequent reply tokens; HeadsDrafter projects onto them only); 0: none, the whole head
     draft_vocab: int = 8192
+    init: str | None = None  # labels "distill": exported heads (directory or zoo name) to start from
 
     def __post_init__(self):
+        if self.init is not None and self.labels != "distill":
+            raise ValueError("HeadsRecipe.init (warm start) is for heads trained on --data (labels 'distill')")
         if self.labels not in LABELS:
             raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
         if self.draft_vocab < 0:
@@ -335,6 +338,7 @@ def run_heads_on_features(recipe: HeadsRecipe, work_dir: Path, steps: int | None
     V = target.get_output_embeddings().weight.shape[0]
     draft_ids = reply_draft_vocab(recipe.data, recipe.draft_vocab, V)[0] if 0 < recipe.draft_vocab < V else None
     heads = MedusaHeads.for_target(target, recipe.num_heads, recipe.num_layers, recipe.conditioned, recipe.target)
+    started_from = warm_start_heads(heads, recipe.init) if recipe.init else None
     config = recipe.train if steps is None else with_steps(recipe.train, steps)
     count = config.batch_size * config.seq_len
     sampler = PositionSampler(features["train"], L, recipe.num_heads, count, config.seed)
@@ -345,8 +349,26 @@ def run_heads_on_features(recipe: HeadsRecipe, work_dir: Path, steps: int | None
                    desc=f"training {recipe.name}")
     if not result.interrupted:
         accuracy = objective.accuracy(heads, eval_batches)
-        export_heads(recipe, heads, result, accuracy, config, out_root / recipe.name, features["train"])
+        export_heads(recipe, heads, result, accuracy, config, out_root / recipe.name, features["train"], started_from)
     return result
+
+
+def warm_start_heads(heads: MedusaHeads, init: str) -> dict:
+    """Load exported heads' weights into `heads` (fresh, shaped by the recipe); returns what the card says
+    of them. The draft vocabulary is not carried over: a head's weights do not depend on it (it picks
+    rows of the shared LM head), so the data's current most frequent reply tokens are used."""
+    from specdiff import zoo
+
+    directory = zoo.directory(init)
+    before = MedusaHeads.from_pretrained(directory)
+    ours, theirs = asdict(heads.config), asdict(before.config)
+    differ = [key for key in ours if key != "target" and ours[key] != theirs.get(key)]
+    if differ:
+        what = ", ".join(f"{key} {theirs.get(key)} (recipe: {ours[key]})" for key in differ)
+        raise ValueError(f"--init {init}: those heads differ from this recipe in {what}; train with the options "
+                         "they were trained with (their card's command), or start fresh without --init")
+    heads.load_state_dict(before.state_dict(), strict=True)
+    return {"path": str(init), "steps": read_card(directory).get("steps")}
 
 
 def run_heads_recipe(recipe: HeadsRecipe, work_dir: Path, steps: int | None, out_root: Path) -> TrainResult:
@@ -372,7 +394,8 @@ def run_heads_recipe(recipe: HeadsRecipe, work_dir: Path, steps: int | None, out
 
 
 def export_heads(recipe: HeadsRecipe, heads: MedusaHeads, result: TrainResult, accuracy: dict,
-                 config: TrainConfig, out: Path, features: TeacherFeatures | None = None) -> Path:
+                 config: TrainConfig, out: Path, features: TeacherFeatures | None = None,
+                 started_from: dict | None = None) -> Path:
     """The heads (config.json + model.safetensors), with distilled data the reduced draft head
     (draft_vocab.json), and their model card (card.json, README.md). features: the teacher features
     distilled heads were trained from."""
@@ -398,6 +421,7 @@ def export_heads(recipe: HeadsRecipe, heads: MedusaHeads, result: TrainResult, a
         "teacher_features": None if features is None else {"layers": list(features.layers), "records": len(features),
                                                             "tokens": features.num_tokens},
         "steps": result.step,
+        "started_from": started_from,
         "tokens_seen": result.tokens_seen,
         "heldout_loss": round(result.eval_loss, 4),
         "head_accuracy": accuracy,
@@ -423,6 +447,10 @@ def _loading_code(target: str, out: Path) -> str:
             f'drafter = HeadsDrafter.from_pretrained("{out}", target)')
 
 
+def _after(start: dict | None) -> str:
+    return "" if not start else f", after {start['steps'] or '?'} steps of {start['path']} (`--init`)"
+
+
 def heads_card_markdown(card: dict, loading_code: str) -> str:
     accuracy = card["head_accuracy"]
     top_name = next(key for key in accuracy if key.startswith("top") and key != "top1")
@@ -443,7 +471,7 @@ def heads_card_markdown(card: dict, loading_code: str) -> str:
 | parameters | {card['parameters']:,} |
 | heads | {card['heads']['num_heads']} heads x {card['heads']['num_layers']} residual block(s) |
 | labels | {card['labels']}: {card['data']} |
-| steps | {card['steps']} ({steps_unit}) |
+| steps | {card['steps']} ({steps_unit}){_after(card.get('started_from'))} |
 | held-out loss (sum of 0.8^k-weighted head cross-entropies) | {card['heldout_loss']} |
 | reduced draft head | {draft_vocab_line(card.get('draft_vocab'), 'HeadsDrafter')} |
 | training time | {card['train_seconds'] / 60:.1f} min on {card['machine']} |

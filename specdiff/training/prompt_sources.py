@@ -1,12 +1,24 @@
 """Prompts for distillation data that are not benchmarks (issue 15, part 1).
 
-Four sources, each written here or read from files already on the machine:
+Nine sources, each written here or read from files already on the machine:
 - `topic`: a seed request ("Write one question a curious user might ask about tides.") that the
   target answers first; its answer becomes the user's message (`Prompt.self_written`);
 - `docstring`: a stdlib function's docstring turned into a coding request;
 - `document`: a paragraph of local documentation (stdlib, site-packages READMEs and METADATA,
   /usr/share/doc) turned into a summarisation, question, translation or rewrite request;
-- `arithmetic`: templated word problems with random numbers.
+- `arithmetic`: templated word problems with random numbers;
+- `passage`: a long stretch of one local document (consecutive paragraphs, 1,500-4,000 characters),
+  or a few paragraphs of different documents, with a summarisation or a question about a term in it
+  (long inputs whose reply copies from them, as in summarisation and retrieval-augmented answers);
+- `writing`: a piece of writing of some form (email, blog post, story, speech...) about a topic;
+- `roleplay`: a persona and a task in its voice;
+- `translation`: the target first translates a local paragraph into German, French or Spanish; that
+  text becomes the request to translate back into English (`Prompt.reply_template`);
+- `article`: the target first writes a short news article or report; the request summarises it or
+  asks about it.
+The first four are the original plan (`PromptMix.FOUR_SOURCES`, the 4,000 prompts of the first
+SmolLM2 data set); the others were added when the drafters' acceptance on long-input, translation
+and writing prompts stayed at half its held-out value (BENCHMARKS.md).
 
 Benchmark prompts must never leak into training data, or every benchmark number measures
 memorisation: no path under a benchmark-looking name or /work/shared/data is read (`is_banned`),
@@ -34,35 +46,68 @@ _NOT_PROSE_NAMES = ("license", "licence", "copying", "copyright", "changelog", "
 @dataclass(frozen=True)
 class Prompt:
     """One user request and where it came from. `self_written`: `text` is a seed request; the
-    target's reply to it is the request that gets answered (its question about the topic)."""
+    target's reply to it is the request that gets answered: its first line cleaned (its question
+    about a topic), or, with `reply_template`, the whole reply put into that template's `{reply}`."""
 
     text: str
-    kind: str  # topic | docstring | document | arithmetic
+    kind: str  # one of SOURCE_KINDS
     origin: str  # the topic, or the file (and function) it was drawn from
     template: str
     self_written: bool = False
+    reply_template: str = ""
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
             raise ValueError(f"Prompt.kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
         if not self.text.strip():
             raise ValueError("Prompt.text is empty")
+        if self.reply_template and (not self.self_written or "{reply}" not in self.reply_template):
+            raise ValueError("Prompt.reply_template needs self_written=True and a {reply} field")
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-SOURCE_KINDS = ("topic", "docstring", "document", "arithmetic")
+SOURCE_KINDS = ("topic", "docstring", "document", "arithmetic", "passage", "writing", "roleplay", "translation",
+                "article")
 
 
 @dataclass(frozen=True)
 class PromptMix:
-    """Share of each source kind in a plan; the shares are normalised."""
+    """Share of each source kind in a plan; the shares are normalised. The defaults are the broad
+    mix of every kind; `FOUR_SOURCES` is the first plan's (no long inputs, writing or role-play)."""
 
-    topic: float = 0.35
-    docstring: float = 0.25
-    document: float = 0.25
-    arithmetic: float = 0.15
+    topic: float = 0.16
+    docstring: float = 0.14
+    document: float = 0.1
+    arithmetic: float = 0.08
+    passage: float = 0.14
+    writing: float = 0.1
+    roleplay: float = 0.08
+    translation: float = 0.1
+    article: float = 0.1
+
+    @classmethod
+    def parse(cls, text: str) -> "PromptMix":
+        """A preset name (`broad`, `four-sources`) or `kind=share,...` (kinds not named get 0)."""
+        presets = {"broad": cls(), "four-sources": cls.FOUR_SOURCES}
+        if text in presets:
+            return presets[text]
+        shares = dict.fromkeys(SOURCE_KINDS, 0.0)
+        for item in text.split(","):
+            kind, sep, share = item.partition("=")
+            kind = kind.strip()
+            if not sep or kind not in shares:
+                raise ValueError(f"mix item {item!r}: expected kind=share with kind one of {SOURCE_KINDS}, "
+                                 f"or a preset ({', '.join(presets)})")
+            try:
+                shares[kind] = float(share)
+            except ValueError:
+                raise ValueError(f"mix item {item!r}: the share must be a number") from None
+        return cls(**shares)
+
+    def as_dict(self) -> dict[str, float]:
+        return {kind: getattr(self, kind) for kind in SOURCE_KINDS}
 
     def __post_init__(self):
         shares = [getattr(self, kind) for kind in SOURCE_KINDS]
@@ -78,6 +123,9 @@ class PromptMix:
         for kind in by_remainder[: n - sum(counts.values())]:
             counts[kind] += 1
         return counts
+
+
+PromptMix.FOUR_SOURCES = PromptMix(0.35, 0.25, 0.25, 0.15, 0, 0, 0, 0, 0)
 
 
 TOPICS = (
@@ -275,6 +323,180 @@ def document_prompts(n: int, rng: random.Random, files: list[Path]) -> list[Prom
     return prompts
 
 
+# ---- long inputs: passages of local documents --------------------------------------------------
+
+_PASSAGE_TEMPLATES = (
+    "Summarise the following text in a short paragraph.\n\n{passage}",
+    "{passage}\n\nSummarise the text above in three or four sentences.",
+    "Read the following document and list its main points.\n\n{passage}",
+    "Here is a document:\n\n{passage}\n\nWhat does it say about {term}? Answer using the document.",
+    "{passage}\n\nBased on the text above, explain what {term} is and why it matters here.",
+    "Answer the question using only the passage below.\n\nPassage:\n{passage}\n\nQuestion: what is said about {term}?",
+    "Write a one-paragraph abstract of this text for a reader in a hurry.\n\n{passage}",
+)
+_SOURCES_TEMPLATES = (
+    "Use the documents below to answer the question.\n\n{passage}\n\nQuestion: what do these documents say about "
+    "{term}?",
+    "{passage}\n\nUsing the documents above, write a short answer about {term}, and say which document it came from.",
+)
+_STOPWORDS = frozenset(
+    "about above after again against because before being below between both could during each either every "
+    "first further having itself might other their there these thing those through under until which while "
+    "would should where whose within without using based value values example default returns return".split())
+
+
+def key_term(text: str, rng: random.Random) -> str:
+    """A content word the text uses more than once (falls back to its longest word): the subject of a question."""
+    words = [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z-]{5,}", text)]
+    counts: dict[str, int] = {}
+    for word in words:
+        if word not in _STOPWORDS:
+            counts[word] = counts.get(word, 0) + 1
+    if not counts:
+        return "its subject"
+    ranked = sorted(counts, key=lambda w: (-counts[w], w))[:5]
+    repeated = [w for w in ranked if counts[w] > 1]
+    return rng.choice(repeated) if repeated else max(counts, key=len)
+
+
+def passages(text: str, min_chars: int = 1500, max_chars: int = 4000) -> list[str]:
+    """Runs of consecutive prose paragraphs of one text, joined, between min_chars and max_chars."""
+    found, run = [], []
+    for paragraph in paragraphs(text, min_chars=120, max_chars=max_chars) + [None]:
+        if paragraph is None or sum(map(len, run)) + len(paragraph) > max_chars:
+            if sum(map(len, run)) >= min_chars:
+                found.append("\n\n".join(run))
+            run = []
+        if paragraph is not None:
+            run.append(paragraph)
+    return found
+
+
+def passage_prompts(n: int, rng: random.Random, files: list[Path]) -> list[Prompt]:
+    """Two of three: one long passage of a document; one of three: 2-3 paragraphs of different folders,
+    numbered as retrieved documents. Both ask for a summary or about a term the text repeats."""
+    long_runs: list[tuple[Path, str]] = []
+    short: dict[Path, list[tuple[Path, str]]] = {}
+    for path in files:
+        text = _read_text(path)
+        long_runs += [(path, run) for run in passages(text)]
+        for paragraph in paragraphs(text):
+            short.setdefault(path.parent, []).append((path, paragraph))
+    if not short:
+        raise ValueError("no documentation paragraphs found for passage prompts")
+    folders = sorted(short)
+    prompts = []
+    for _ in range(n):
+        if long_runs and rng.random() < 2 / 3:
+            path, passage = rng.choice(long_runs)
+            template, origin = rng.choice(_PASSAGE_TEMPLATES), str(path)
+        else:
+            picked = [rng.choice(short[folder]) for folder in rng.sample(folders, min(len(folders), rng.randint(2, 3)))]
+            passage = "\n\n".join(f"Document [{i + 1}]: {text}" for i, (_, text) in enumerate(picked))
+            template, origin = rng.choice(_SOURCES_TEMPLATES), " + ".join(str(path) for path, _ in picked)
+        text = template.format(passage=passage, term=key_term(passage, rng))
+        prompts.append(Prompt(text, "passage", origin, template))
+    return prompts
+
+
+# ---- writing and role-play -----------------------------------------------------------------------
+
+_WRITING_FORMS = (
+    "a short blog post", "a persuasive essay of about 200 words", "a short story", "a poem", "a limerick",
+    "a product description for an online shop", "a formal email to a colleague", "a friendly letter to a friend",
+    "a two-minute speech", "a short newsletter item", "a motivational message", "a social media post",
+    "a short dialogue between two friends", "a review", "a set of instructions for a beginner",
+    "a travel itinerary for a weekend", "an advertisement", "a short opinion piece",
+)
+_WRITING_TEMPLATES = (
+    "Write {form} about {topic}.",
+    "Compose {form} about {topic}. Keep it engaging.",
+    "Please write {form} on the subject of {topic}, in a warm and clear tone.",
+    "Draft {form} about {topic} for a general audience.",
+    "Write {form} about {topic}, then give it a title.",
+    "Can you help me write {form} about {topic}? Make it concise.",
+)
+_PERSONAS = (
+    "a pirate captain", "a museum tour guide", "a detective in 1920s London", "a friendly chef", "a personal trainer",
+    "a medieval knight", "a patient math tutor", "a travel agent", "a space station commander", "a librarian",
+    "a customer support agent", "a sports commentator", "a wise old farmer", "a doctor explaining to a patient",
+    "a career coach", "a park ranger", "a famous scientist from history", "a startup founder pitching investors",
+    "a news anchor", "a kindergarten teacher", "a stand-up comedian", "a ship's navigator", "a job interviewer",
+    "an art critic",
+)
+_ROLEPLAY_TEMPLATES = (
+    "Pretend you are {persona}. Explain {topic} to me in your own style.",
+    "Act as {persona}. A visitor asks you about {topic}. What do you say?",
+    "You are {persona}. Give me three pieces of advice about {topic}, staying in character.",
+    "Imagine you are {persona} and describe a typical day that involves {topic}.",
+    "Role-play as {persona}. I will be your guest. Start by greeting me and telling me about {topic}.",
+    "Take on the role of {persona} and answer this: what is the most common mistake people make with {topic}?",
+)
+
+
+def writing_prompts(n: int, rng: random.Random) -> list[Prompt]:
+    prompts = []
+    for _ in range(n):
+        template, topic, form = rng.choice(_WRITING_TEMPLATES), rng.choice(TOPICS), rng.choice(_WRITING_FORMS)
+        prompts.append(Prompt(template.format(form=form, topic=topic), "writing", f"{form} / {topic}", template))
+    return prompts
+
+
+def roleplay_prompts(n: int, rng: random.Random) -> list[Prompt]:
+    prompts = []
+    for _ in range(n):
+        template, topic, persona = rng.choice(_ROLEPLAY_TEMPLATES), rng.choice(TOPICS), rng.choice(_PERSONAS)
+        prompts.append(Prompt(template.format(persona=persona, topic=topic), "roleplay", f"{persona} / {topic}",
+                              template))
+    return prompts
+
+
+# ---- texts the target writes first: translations into English, articles to summarise ------------
+
+_LANGUAGES = ("German", "French", "Spanish")
+_TRANSLATE_SEED = "Translate the following paragraph into {language}. Reply with the translation only.\n\n{paragraph}"
+_TRANSLATE_BACK = (
+    "Translate the following {language} text into English.\n\n{{reply}}",
+    "Translate this from {language} to English:\n\n{{reply}}",
+    "{{reply}}\n\nTranslate the {language} text above into English.",
+    "Please translate into English:\n\n{{reply}}",
+)
+_ARTICLE_SEED = (
+    "Write a short news article of about 200 words about {topic}. Reply with the article only.",
+    "Write a short magazine report about a recent development in {topic}. Reply with the report only.",
+    "Write a short local newspaper story about an event related to {topic}. Reply with the story only.",
+)
+_ARTICLE_REQUESTS = (
+    "Summarise the following article in two or three sentences.\n\n{reply}",
+    "{reply}\n\nWrite a one-sentence headline and a short summary of the article above.",
+    "Read this article and list its three most important facts.\n\n{reply}",
+    "{reply}\n\nWho is this article about, and what happened? Answer briefly.",
+)
+
+
+def translation_prompts(n: int, rng: random.Random, files: list[Path]) -> list[Prompt]:
+    pool = [(path, paragraph) for path in files for paragraph in paragraphs(_read_text(path), max_chars=800)]
+    if not pool:
+        raise ValueError("no documentation paragraphs found for translation prompts")
+    prompts = []
+    for _ in range(n):
+        path, paragraph = rng.choice(pool)
+        language = rng.choice(_LANGUAGES)
+        back = rng.choice(_TRANSLATE_BACK)
+        prompts.append(Prompt(_TRANSLATE_SEED.format(language=language, paragraph=paragraph), "translation", str(path),
+                              _TRANSLATE_SEED, self_written=True, reply_template=back.format(language=language)))
+    return prompts
+
+
+def article_prompts(n: int, rng: random.Random) -> list[Prompt]:
+    prompts = []
+    for _ in range(n):
+        seed, topic = rng.choice(_ARTICLE_SEED), rng.choice(TOPICS)
+        prompts.append(Prompt(seed.format(topic=topic), "article", topic, seed, self_written=True,
+                              reply_template=rng.choice(_ARTICLE_REQUESTS)))
+    return prompts
+
+
 _ARITHMETIC_TEMPLATES = (
     "A shop sells notebooks at {a} dollars each. Sam buys {b} notebooks and pays with a {c}-dollar bill. "
     "How much change does Sam get? Explain step by step.",
@@ -308,9 +530,11 @@ def arithmetic_prompts(n: int, rng: random.Random) -> list[Prompt]:
 
 def build_prompts(n: int, seed: int = 0, mix: PromptMix = PromptMix(),
                   stdlib_sources: list[Path] | None = None, docs: list[Path] | None = None) -> list[Prompt]:
-    """`n` prompts from the four sources in `mix`, shuffled so that any prefix mixes every source.
+    """`n` prompts from the sources in `mix`, shuffled so that any prefix mixes every source.
 
     `stdlib_sources` / `docs` override the files read (tests use a few); default: the whole machine.
+    The draws run in the order of the first plan's four sources, then the new ones, so that
+    `PromptMix.FOUR_SOURCES` gives the prompts it always gave for a seed.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -319,8 +543,16 @@ def build_prompts(n: int, seed: int = 0, mix: PromptMix = PromptMix(),
     prompts = topic_prompts(counts["topic"], rng) + arithmetic_prompts(counts["arithmetic"], rng)
     if counts["docstring"]:
         prompts += docstring_prompts(counts["docstring"], rng, docstring_candidates(stdlib_sources))
+    needs_docs = counts["document"] or counts["passage"] or counts["translation"]
+    files = (docs if docs is not None else document_files()) if needs_docs else []
     if counts["document"]:
-        prompts += document_prompts(counts["document"], rng, docs if docs is not None else document_files())
+        prompts += document_prompts(counts["document"], rng, files)
+    if counts["passage"]:
+        prompts += passage_prompts(counts["passage"], rng, files)
+    prompts += writing_prompts(counts["writing"], rng) + roleplay_prompts(counts["roleplay"], rng)
+    if counts["translation"]:
+        prompts += translation_prompts(counts["translation"], rng, files)
+    prompts += article_prompts(counts["article"], rng)
     rng.shuffle(prompts)
     return prompts
 
