@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from specdiff.training.cards import InitMismatch
 from specdiff.training.recipes import DEFAULT_WORK_DIR, RECIPES, SHIPPED_DIR, run_recipe
 
 _work_dir = click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORK_DIR,
@@ -34,8 +35,8 @@ def train_group():
 def _run(name: str, work_dir: Path, steps: int | None, out_dir: Path = SHIPPED_DIR, recipe=None):
     try:
         result = run_recipe(recipe or RECIPES[name], work_dir, steps, out_dir)
-    except FileNotFoundError as error:  # a missing input (e.g. Stage I before Stage II) names the command to run
-        raise click.UsageError(str(error)) from None
+    except (FileNotFoundError, InitMismatch) as error:  # a missing input (e.g. Stage I before Stage II), or an
+        raise click.UsageError(str(error)) from None    # --init of another shape: the message names the fix
     if result.interrupted:
         click.echo(f"stopped at step {result.step}; run the same command again to resume", err=True)
         raise SystemExit(130)
@@ -170,12 +171,7 @@ def train_heads(target, labels, data_dir, batch_size, seq_len, num_heads, hydra,
         recipe = replace(recipe, **{name: value for name, value in given.items() if value is not None})
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    try:
-        _run(recipe.name, work_dir, steps, out_dir or SHIPPED_DIR, recipe)
-    except (ValueError, FileNotFoundError) as error:  # heads of another shape, or no heads, at --init
-        if init is None or "--init" not in str(error) and not isinstance(error, FileNotFoundError):
-            raise
-        raise click.UsageError(str(error)) from None
+    _run(recipe.name, work_dir, steps, out_dir or SHIPPED_DIR, recipe)
 
 
 @train_group.command("tidar")

@@ -24,6 +24,16 @@ def read_card(directory: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+class InitMismatch(ValueError):
+    """`--init` names a model that this run cannot start from; the message names the fix (a usage error)."""
+
+
+def refuse_init(init: str, what: str, differs: str) -> InitMismatch:
+    """The error of a warm start from `init` (e.g. "that drafter") whose shape differs from the recipe in `differs`."""
+    return InitMismatch(f"--init {init}: {what} differs from this recipe in {differs}; train with the options it "
+                        "was trained with (its card's command), or start fresh without --init")
+
+
 def fact_table(rows: list[tuple[str, object]]) -> str:
     """A model card's two-column Markdown table, one (label, value) per row."""
     return "| | |\n|---|---|\n" + "\n".join(f"| {label} | {value} |" for label, value in rows)

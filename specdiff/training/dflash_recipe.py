@@ -10,7 +10,7 @@ import torch
 
 from specdiff.drafters.dflash_model import DFlashModel, default_layers
 from specdiff.hf_compat import RowsHead
-from specdiff.training.cards import fact_table, machine_label, read_card, write_card
+from specdiff.training.cards import fact_table, machine_label, read_card, refuse_init, write_card
 from specdiff.training.distill import heldout_coverage, reply_draft_vocab
 from specdiff.training.dflash import AnchorSampler, DFlashObjective, heldout_acceptance, paper_gamma
 from specdiff.training.features import TeacherFeatures
@@ -133,8 +133,7 @@ def warm_start(model: DFlashModel, init: str, vocab: torch.Tensor | None) -> tup
     if differ:
         shown = ", ".join(name if name.startswith("draft") else f"{name} {getattr(theirs, name)} (recipe: "
                           f"{getattr(ours, name)})" for name in differ)
-        raise ValueError(f"--init {init}: that drafter differs from this recipe in {shown}; train it with the "
-                         "options it was trained with (its card's command), or start fresh without --init")
+        raise refuse_init(init, "that drafter", shown)
     shared = model.shared_names()
     model.load_state_dict({name: value for name, value in before.state_dict().items() if name not in shared},
                           strict=False)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from specdiff.drafters.eagle_model import EagleModel
-from specdiff.training.cards import fact_table, machine_label, read_card, write_card
+from specdiff.training.cards import fact_table, machine_label, read_card, refuse_init, write_card
 from specdiff.training.eagle import EagleObjective, FeatureSampler, chain_acceptance, frequent_tokens
 from specdiff.training.features import TeacherFeatures
 from specdiff.training.heads import HELDOUT_SEED, load_target
@@ -144,8 +144,7 @@ def warm_start(eagle: EagleModel, init: str) -> dict:
         shown = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
         what = (", ".join(f"{key} {shown(theirs[key])} (recipe: {shown(ours[key])})" for key in differ)
                 or "the draft vocabulary's ids")
-        raise ValueError(f"--init {init}: that drafter differs from this recipe in {what}; train it with the "
-                         "options it was trained with (its card's command), or start fresh without --init")
+        raise refuse_init(init, "that drafter", what)
     eagle.load_state_dict(before.state_dict(), strict=True)
     return {"path": str(init), "steps": read_card(directory).get("steps")}
 

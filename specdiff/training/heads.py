@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from specdiff.training.cards import draft_vocab_line, machine_label, read_card, write_card
+from specdiff.training.cards import draft_vocab_line, machine_label, read_card, refuse_init, write_card
 from specdiff import hf_compat
 from specdiff.drafters.heads import MedusaHeads
 from specdiff.training.data import WindowSampler, encode_files
@@ -365,8 +365,7 @@ def warm_start_heads(heads: MedusaHeads, init: str) -> dict:
     differ = [key for key in ours if key != "target" and ours[key] != theirs.get(key)]
     if differ:
         what = ", ".join(f"{key} {theirs.get(key)} (recipe: {ours[key]})" for key in differ)
-        raise ValueError(f"--init {init}: those heads differ from this recipe in {what}; train with the options "
-                         "they were trained with (their card's command), or start fresh without --init")
+        raise refuse_init(init, "that set of heads", what)
     heads.load_state_dict(before.state_dict(), strict=True)
     return {"path": str(init), "steps": read_card(directory).get("steps")}
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from specdiff.training.cards import draft_vocab_line, machine_label, read_card, write_card
+from specdiff.training.cards import InitMismatch, draft_vocab_line, machine_label, read_card, write_card
 from specdiff.training.distill import DistillDataset, reply_draft_vocab
 from specdiff.training.heads import HELDOUT_SEED, load_target
 from specdiff.training.loop import TrainConfig, TrainResult, train, with_steps
@@ -204,13 +204,13 @@ def warm_start(model, init: str) -> dict:
     card = read_card(directory)
     wanted, theirs = model.config.specdiff_source_layers, card.get("kept_layers")
     if theirs is not None and list(theirs) != list(wanted):
-        raise ValueError(f"--init {init}: that small LM keeps layers {theirs}, this run {wanted}; pass "
-                         f"--layers {','.join(map(str, theirs))} or start fresh without --init")
+        raise InitMismatch(f"--init {init}: that small LM keeps layers {theirs}, this run {wanted}; pass "
+                           f"--layers {','.join(map(str, theirs))} or start fresh without --init")
     weights = load_file(str(directory / "model.safetensors"))  # trained weights only, or a complete model (the zoo's)
     ours = trained_state(model)
     if not set(ours) <= set(weights) or any(weights[key].shape != ours[key].shape for key in ours):
-        raise ValueError(f"--init {init}: its weights do not match this run's model (different target or layers); "
-                         "start fresh without --init")
+        raise InitMismatch(f"--init {init}: its weights do not match this run's model (different target or layers); "
+                           "start fresh without --init")
     model.load_state_dict({key: weights[key].float() for key in ours}, strict=False)
     return {"path": str(init), "steps": card.get("steps")}
 
