@@ -219,8 +219,9 @@ def train_tidar(block_sizes, alpha, work_dir, out_dir, steps):
               help="Prompts per generate call; the call has twice as many rows [default: DistillConfig's, 16].")
 @click.option("--seed", type=int, default=None, help="Seed of the prompt plan and the sampling [default: 0].")
 @click.option("--mix", "mix_text", default="broad", show_default=True, metavar="PRESET|KIND=SHARE,...",
-              help="Shares of the prompt sources: `broad` (every kind), `four-sources` (topic, docstring, document, "
-                   "arithmetic: the first SmolLM2 plan), or e.g. `passage=2,translation=1,writing=1`.")
+              help="Shares of the prompt sources: `broad` (every kind but subject), `four-sources` (topic, "
+                   "docstring, document, arithmetic: the first SmolLM2 plan), `subjects` (mostly subjects the "
+                   "target lists itself, asked about in many ways), or e.g. `passage=2,translation=1,subject=1`.")
 @click.option("--extend", is_flag=True,
               help="OUT holds finished data with other settings: add these prompts to it as a new part "
                    "(its records follow the old ones, so cached teacher features are reused).")
@@ -233,6 +234,8 @@ def train_data(target, out_dir, prompts, dtype, max_new_tokens, batch_size, seed
       specdiff train data --out datasets/smollm2-135m-instruct --prompts 4000
       specdiff train data --out datasets/smollm2-135m-instruct --prompts 800 --seed 1 --extend \\
           --mix passage=0.3,translation=0.2,article=0.2,writing=0.15,roleplay=0.15
+      specdiff train data --out datasets/smollm2-135m-instruct --prompts 1600 --seed 2 --extend \
+          --mix subjects --batch-size 32
     """
     from specdiff.training import distill
     from specdiff.training.prompt_sources import PromptMix

@@ -51,7 +51,7 @@ def test_prompt_sources_are_deterministic_mixed_and_never_read_benchmarks(source
     prompts = build_prompts(40, seed=3, **sources)
     assert prompts == build_prompts(40, seed=3, **sources)
     assert prompts != build_prompts(40, seed=4, **sources)
-    assert {p.kind for p in prompts} == set(prompt_sources.SOURCE_KINDS)
+    assert {p.kind for p in prompts} == set(prompt_sources.SOURCE_KINDS) - {"subject"}  # the broad mix
     assert all(p.origin and p.template for p in prompts)
     assert all(p.self_written == (p.kind in ("topic", "translation", "article")) for p in prompts)
     assert all(bool(p.reply_template) == (p.kind in ("translation", "article")) for p in prompts)
@@ -66,6 +66,44 @@ def test_prompt_sources_are_deterministic_mixed_and_never_read_benchmarks(source
     with pytest.raises(ValueError, match="benchmark"):
         build_prompts(10, docs=[bench], stdlib_sources=sources["stdlib_sources"])
     assert prompt_sources.is_banned("/work/shared/data/anything.jsonl")
+
+
+def test_subjects_the_target_lists_become_requests_of_every_style(model, tokenizer, monkeypatch):
+    assert prompt_sources.parse_list("1. Paris\n2. Rome (Italy)\n3. London - its capital\n- Berlin\n* paris\n"
+                                     "Here is a sentence with far too many words to be a name.") == \
+        ["Paris", "Rome", "London", "Berlin"]
+    assert prompt_sources.parse_list("Marie Curie, Isaac Newton, {Ada} Lovelace") == ["Marie Curie", "Isaac Newton",
+                                                                                     "Ada Lovelace"]
+    lists = {"List 15 well-known rivers.": "1. Nile\n2. Danube\n3. Amazon", "List 15 well-known tools.": "Hammer, Saw, Drill"}
+    asked = []
+
+    def fake_rows(model, tokenizer, prompts, greedy, temperature, top_p, max_new_tokens, seed):
+        texts = [tokenizer.decode(ids) for ids in prompts]
+        asked.append(texts)
+        replies = []
+        for text in texts:
+            reply = next((v for k, v in lists.items() if k[:-1] in text), "1. Delta\n2. Estuary")
+            replies.append(tokenizer(reply, add_special_tokens=False)["input_ids"])
+        return replies
+
+    monkeypatch.setattr(distill, "generate_rows", fake_rows)
+    monkeypatch.setattr(distill, "LIST_REQUEST", "List 15 well-known {domain}.")
+    subjects = distill.list_subjects(model, tokenizer, _config(), domains=("rivers", "tools"), related=1)
+    assert len(asked) == 2 and len(asked[0]) == 4  # each domain twice, then one item of each
+    assert sum("closely related to" in text for text in asked[1]) == 2
+    assert subjects[:6] == [("rivers", "Nile"), ("rivers", "Danube"), ("rivers", "Amazon"), ("tools", "Hammer"),
+                            ("tools", "Saw"), ("tools", "Drill")]
+    assert subjects[6:] == [("rivers", "Delta"), ("rivers", "Estuary")]  # duplicates across rounds are dropped
+    mix = prompt_sources.PromptMix.parse("subject=1")
+    prompts = build_prompts(60, seed=2, mix=mix, subjects=subjects)
+    assert {p.kind for p in prompts} == {"subject"} and prompts == build_prompts(60, seed=2, mix=mix, subjects=subjects)
+    assert {p.origin.split(" / ")[1] for p in prompts} <= {s for _, s in subjects}
+    plain = [p for p in prompts if not p.self_written]
+    written = [p for p in prompts if p.reply_template]
+    assert plain and written and any(p.self_written and not p.reply_template for p in prompts)
+    assert any("German" in p.text for p in written) and all("{subject}" not in p.reply_template for p in written)
+    with pytest.raises(ValueError, match="list_subjects"):
+        build_prompts(10, mix=mix)
 
 
 def test_prompt_mix_counts_exactly_and_parses():
@@ -105,6 +143,21 @@ def test_greedy_rows_decode_like_generate_inside_a_sampled_batch(model, tokenize
         assert row == (expected[: expected.index(eos) + 1] if eos in expected else expected)
     assert rows == distill.generate_rows(model, tokenizer, prompts + prompts, [True, True, False, False],
                                          0.7, 0.95, 12, 0)
+
+
+def test_nucleus_of_the_best_tokens_is_transformers_top_p_law():
+    from specdiff.sampling import SamplingSettings
+
+    settings = SamplingSettings(temperature=0.7, top_p=0.95)
+    torch.manual_seed(0)
+    logits = torch.randn(6, 3000) * torch.tensor([[1.4], [1.5], [2.0], [2.5], [3.0], [4.0]])  # wide to peaked
+    ids, probs = distill.nucleus(logits, settings, k=1000)
+    sparse = torch.zeros_like(logits).scatter(1, ids, probs)
+    full = settings.probs(logits)
+    assert torch.allclose(sparse / sparse.sum(-1, keepdim=True), full, atol=1e-6)
+    assert ((full > 0).sum(-1) > 1).all() and ((full > 0).sum(-1) < 1000).all()  # real nuclei, inside the k
+    assert distill.nucleus(logits, settings, k=10) is None  # the wide rows' nuclei hold more than 10 tokens
+    assert distill.nucleus(logits, SamplingSettings(temperature=0.7), k=1000) is None  # top_p off: the full warp
 
 
 def test_rows_leaving_the_batch_at_eos_leave_the_others_unchanged(model, tokenizer):

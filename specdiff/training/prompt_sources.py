@@ -1,6 +1,6 @@
 """Prompts for distillation data that are not benchmarks (issue 15, part 1).
 
-Nine sources, each written here or read from files already on the machine:
+Ten sources, each written here, read from files already on the machine, or listed by the target:
 - `topic`: a seed request ("Write one question a curious user might ask about tides.") that the
   target answers first; its answer becomes the user's message (`Prompt.self_written`);
 - `docstring`: a stdlib function's docstring turned into a coding request;
@@ -15,15 +15,19 @@ Nine sources, each written here or read from files already on the machine:
 - `translation`: the target first translates a local paragraph into German, French or Spanish; that
   text becomes the request to translate back into English (`Prompt.reply_template`);
 - `article`: the target first writes a short news article or report; the request summarises it or
-  asks about it.
+  asks about it;
+- `subject`: subjects the target lists itself (well-known items of 56 broad domains, then topics
+  related to some of them: `distill.list_subjects`), asked about directly, through the target's own
+  question, or through a text it writes first (news story, German paragraph, encyclopedia entry).
 The first four are the original plan (`PromptMix.FOUR_SOURCES`, the 4,000 prompts of the first
 SmolLM2 data set); the others were added when the drafters' acceptance on long-input, translation
-and writing prompts stayed at half its held-out value (BENCHMARKS.md).
+and writing prompts stayed at half its held-out value (BENCHMARKS.md), and `subject` when they
+still did (the drafters lacked the benchmarks' content: people, places, events, not their format).
 
 Benchmark prompts must never leak into training data, or every benchmark number measures
 memorisation: no path under a benchmark-looking name or /work/shared/data is read (`is_banned`),
 and every file read goes through `_read_text`, so a test can audit it.
-`build_prompts(n, seed)` is a pure function of (n, seed) and the files on the machine.
+`build_prompts(n, seed)` is a pure function of (n, seed), the files on the machine and the subjects.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import ast
 import random
 import re
 import sysconfig
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,7 +74,7 @@ class Prompt:
 
 
 SOURCE_KINDS = ("topic", "docstring", "document", "arithmetic", "passage", "writing", "roleplay", "translation",
-                "article")
+                "article", "subject")
 
 
 @dataclass(frozen=True)
@@ -86,11 +91,12 @@ class PromptMix:
     roleplay: float = 0.08
     translation: float = 0.1
     article: float = 0.1
+    subject: float = 0.0  # needs the target's own list of subjects (`distill.list_subjects`)
 
     @classmethod
     def parse(cls, text: str) -> "PromptMix":
         """A preset name (`broad`, `four-sources`) or `kind=share,...` (kinds not named get 0)."""
-        presets = {"broad": cls(), "four-sources": cls.FOUR_SOURCES}
+        presets = {"broad": cls(), "four-sources": cls.FOUR_SOURCES, "subjects": cls.SUBJECTS}
         if text in presets:
             return presets[text]
         shares = dict.fromkeys(SOURCE_KINDS, 0.0)
@@ -125,7 +131,9 @@ class PromptMix:
         return counts
 
 
-PromptMix.FOUR_SOURCES = PromptMix(0.35, 0.25, 0.25, 0.15, 0, 0, 0, 0, 0)
+PromptMix.FOUR_SOURCES = PromptMix(0.35, 0.25, 0.25, 0.15, 0, 0, 0, 0, 0, 0)
+# Broad content: subjects the target lists itself, plus the arithmetic and passages the subjects lack.
+PromptMix.SUBJECTS = PromptMix(**dict.fromkeys(SOURCE_KINDS, 0.0) | {"subject": 0.8, "arithmetic": 0.1, "passage": 0.1})
 
 
 TOPICS = (
@@ -497,6 +505,108 @@ def article_prompts(n: int, rng: random.Random) -> list[Prompt]:
     return prompts
 
 
+# ---- subjects the target lists itself ------------------------------------------------------------
+# The seed topics and local documents give the drafters a narrow world (134 topics, software docs);
+# the target knows far more. It lists well-known items of broad domains, then topics related to some
+# of them (`distill.list_subjects`); the requests below ask about them the ways users do: questions,
+# news stories to summarise, documents to answer from, German text to translate.
+
+SUBJECT_DOMAINS = (
+    "countries", "European cities", "Asian cities", "American cities", "rivers and lakes", "mountains and volcanoes",
+    "islands", "famous scientists", "famous writers", "painters and artists", "composers and musicians",
+    "pop singers and bands", "film directors", "actors and actresses", "athletes", "football clubs",
+    "sports and games", "world leaders in history", "kings, queens and emperors", "wars and battles",
+    "historical events", "ancient civilisations", "revolutions and independence movements", "companies and brands",
+    "inventions", "technologies", "websites and apps", "diseases and medical conditions", "medicines and treatments",
+    "foods and dishes", "drinks", "animals", "plants and trees", "chemical elements", "physics concepts",
+    "biology concepts", "astronomy topics", "space missions", "economics terms", "political systems and ideas",
+    "international organisations", "laws and legal terms", "religions and festivals", "languages", "novels", "films",
+    "television series", "musical instruments", "jobs and professions", "news topics of the past decade",
+    "natural disasters", "environmental problems", "universities", "famous buildings and monuments",
+    "holidays and traditions", "crimes and court cases",
+)
+LIST_REQUEST = "List 15 well-known {domain}. Write one per line, names only."
+RELATED_REQUEST = "List 10 topics closely related to {subject}. Write one per line, names only."
+_LIST_ITEM = re.compile(r"^\s*(?:\d+\s*[.)]|[-*\u2022])?\s*(.+?)\s*$")
+
+
+def parse_list(text: str, max_words: int = 6) -> list[str]:
+    """The items of a list the target wrote (numbered, bulleted, or comma-separated on one line),
+    descriptions after ':' / ' - ' / '(' cut, sentences and duplicates dropped."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) == 1 and lines[0].count(",") >= 2:
+        lines = lines[0].split(",")
+    items, seen = [], set()
+    for line in lines:
+        match = _LIST_ITEM.match(line)
+        if match is None:  # an empty piece between two commas
+            continue
+        item = re.split(r":| - | \u2013 |\(", match.group(1))[0]
+        item = item.strip(" .*\"'")
+        item = item.replace("{", "").replace("}", "")
+        if not 3 <= len(item) <= 50 or len(item.split()) > max_words or not item[0].isalnum():
+            continue
+        if item.casefold() not in seen:
+            seen.add(item.casefold())
+            items.append(item)
+    return items
+
+
+_SUBJECT_QUESTIONS = (
+    "What is {subject}?", "Tell me about {subject}.", "Who or what is {subject}? Answer in a short paragraph.",
+    "Give me five interesting facts about {subject}.", "Explain {subject} to a high-school student.",
+    "Write a short encyclopedia entry about {subject}.", "What is the history of {subject}?",
+    "Why is {subject} important? Explain briefly.", "What should everyone know about {subject}?",
+    "Compare {subject} and {other}. How are they alike and how do they differ?",
+)
+_SUBJECT_ASK = ("Write one question that a curious reader might ask about {subject} ({domain}). "
+                "Reply with the question only.")
+# style: (seed requests the target answers first, requests its text is put into).
+_SUBJECT_TEXTS = {
+    "news": (("Write a short news report with a headline about {subject}. Reply with the report only.",
+      "Write a short newspaper article about a recent event involving {subject}. Reply with the article only."),
+     ("Summarize the following news story in a few sentences.\n\n{reply}",
+      "{reply}\n\nWrite a one-sentence summary of the article above.",
+      "Read this article and list its three most important facts.\n\n{reply}",
+      "{reply}\n\nWho is this article about, and what happened? Answer briefly.")),
+    "german": (("Write a short paragraph in German about {subject}. Reply in German only.",),
+     ("Translate the following German text into English.\n\n{reply}", "Translate to English:\n\n{reply}",
+      "{reply}\n\nTranslate the German text above into English.")),
+    "document": (("Write an encyclopedia paragraph about {subject}. Reply with the paragraph only.",),
+     ("Document:\n{reply}\n\nUsing the document above, answer: what is {subject} known for?",
+      "Read the text and answer: what are the most important facts about {subject}?\n\n{reply}",
+      "{reply}\n\nBased only on the text above, ask three questions about {subject} and answer them.")),
+}
+_SUBJECT_STYLES = ("question", "ask", "news", "german", "document")
+_SUBJECT_STYLE_WEIGHTS = (0.35, 0.15, 0.2, 0.1, 0.2)
+
+
+def subject_prompts(n: int, rng: random.Random, subjects: Sequence[tuple[str, str]]) -> list[Prompt]:
+    """`n` requests about (domain, subject) pairs: questions, the target's own question, and texts it
+    writes first (a news story, German, an encyclopedia paragraph) to summarise, translate or answer from."""
+    if n and not subjects:
+        raise ValueError("subject prompts need the target's list of subjects (distill.list_subjects)")
+    prompts = []
+    for _ in range(n):
+        domain, subject = rng.choice(subjects)
+        origin = f"{domain} / {subject}"
+        style = rng.choices(_SUBJECT_STYLES, _SUBJECT_STYLE_WEIGHTS)[0]
+        if style == "question":
+            template = rng.choice(_SUBJECT_QUESTIONS)
+            other = rng.choice([s for d, s in subjects if d == domain and s != subject] or [domain])
+            prompts.append(Prompt(template.format(subject=subject, other=other), "subject", origin, template))
+        elif style == "ask":
+            prompts.append(Prompt(_SUBJECT_ASK.format(subject=subject, domain=domain), "subject", origin,
+                                  _SUBJECT_ASK, self_written=True))
+        else:
+            seeds, requests = _SUBJECT_TEXTS[style]
+            seed = rng.choice(seeds)
+            reply_template = rng.choice(requests).replace("{subject}", subject)
+            prompts.append(Prompt(seed.format(subject=subject), "subject", origin, seed, self_written=True,
+                                  reply_template=reply_template))
+    return prompts
+
+
 _ARITHMETIC_TEMPLATES = (
     "A shop sells notebooks at {a} dollars each. Sam buys {b} notebooks and pays with a {c}-dollar bill. "
     "How much change does Sam get? Explain step by step.",
@@ -529,10 +639,12 @@ def arithmetic_prompts(n: int, rng: random.Random) -> list[Prompt]:
 
 
 def build_prompts(n: int, seed: int = 0, mix: PromptMix = PromptMix(),
-                  stdlib_sources: list[Path] | None = None, docs: list[Path] | None = None) -> list[Prompt]:
+                  stdlib_sources: list[Path] | None = None, docs: list[Path] | None = None,
+                  subjects: Sequence[tuple[str, str]] | None = None) -> list[Prompt]:
     """`n` prompts from the sources in `mix`, shuffled so that any prefix mixes every source.
 
     `stdlib_sources` / `docs` override the files read (tests use a few); default: the whole machine.
+    `subjects`: (domain, subject) pairs the target listed (`distill.list_subjects`), for the subject kind.
     The draws run in the order of the first plan's four sources, then the new ones, so that
     `PromptMix.FOUR_SOURCES` gives the prompts it always gave for a seed.
     """
@@ -553,6 +665,7 @@ def build_prompts(n: int, seed: int = 0, mix: PromptMix = PromptMix(),
     if counts["translation"]:
         prompts += translation_prompts(counts["translation"], rng, files)
     prompts += article_prompts(counts["article"], rng)
+    prompts += subject_prompts(counts["subject"], rng, subjects or ())
     rng.shuffle(prompts)
     return prompts
 
