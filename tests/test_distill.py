@@ -68,7 +68,7 @@ def test_prompt_sources_are_deterministic_mixed_and_never_read_benchmarks(source
     assert prompt_sources.is_banned("/work/shared/data/anything.jsonl")
 
 
-def test_subjects_the_target_lists_become_requests_of_every_style(model, tokenizer, monkeypatch):
+def test_subjects_the_target_lists_become_requests_of_every_style(model, tokenizer, monkeypatch, tmp_path):
     assert prompt_sources.parse_list("1. Paris\n2. Rome (Italy)\n3. London - its capital\n- Berlin\n* paris\n"
                                      "Here is a sentence with far too many words to be a name.") == \
         ["Paris", "Rome", "London", "Berlin"]
@@ -104,6 +104,11 @@ def test_subjects_the_target_lists_become_requests_of_every_style(model, tokeniz
     assert any("German" in p.text for p in written) and all("{subject}" not in p.reply_template for p in written)
     with pytest.raises(ValueError, match="list_subjects"):
         build_prompts(10, mix=mix)
+    lists.clear()  # a target that writes no list: the run says to pick another mix, and plans nothing
+    monkeypatch.setattr(distill, "generate_rows", lambda *args, **kwargs: [[] for _ in args[2]])
+    with pytest.raises(ValueError, match="--mix broad"):
+        distill.run(model, tokenizer, tmp_path, _config(mix=mix.as_dict()), progress=False)
+    assert not list(tmp_path.iterdir())
 
 
 def test_prompt_mix_counts_exactly_and_parses():

@@ -108,7 +108,8 @@ def chat_ids(tokenizer, request: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def nucleus(logits: torch.Tensor, settings: SamplingSettings, k: int = 1024) -> tuple[torch.Tensor, torch.Tensor] | None:
+def nucleus(logits: torch.Tensor, settings: SamplingSettings,
+            k: int = 1024) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The top-p nucleus of each row of logits [N, V] from its k best tokens: (ids [N, k], probs [N, k]),
     probs zero outside the nucleus and not renormalised. The same law as `settings.probs` (transformers'
     TopPLogitsWarper keeps a token while the mass before it is below top_p) without sorting the whole
@@ -252,11 +253,11 @@ def list_subjects(model, tokenizer, config: DistillConfig, domains: Sequence[str
 
     ask([(domain, LIST_REQUEST.format(domain=domain)) for domain in domains for _ in range(2)], seed)
     rng = random.Random(seed)
-    by_domain: dict[str, list[str]] = {}
+    by_domain: dict[str, list[str]] = {domain: [] for domain in domains}
     for domain, item in found.values():
-        by_domain.setdefault(domain, []).append(item)
-    picks = [(domain, item) for domain in domains for item in rng.sample(by_domain.get(domain, []),
-                                                                          min(related, len(by_domain.get(domain, []))))]
+        by_domain[domain].append(item)
+    picks = [(domain, item) for domain, items in by_domain.items()
+             for item in rng.sample(items, min(related, len(items)))]
     ask([(domain, RELATED_REQUEST.format(subject=item)) for domain, item in picks], seed - 1)
     return list(found.values())
 
@@ -511,6 +512,9 @@ def run(model, tokenizer, out_dir: Path, config: DistillConfig, build: Callable[
             tqdm.write("listing subjects: the target names well-known items of "
                        f"{len(SUBJECT_DOMAINS)} domains, then related topics")
             subjects = list_subjects(model, tokenizer, config)
+            if not subjects:
+                raise ValueError(f"{config.target} listed no subjects (its replies to \"{LIST_REQUEST}\" held no "
+                                 "list); choose a mix without the subject kind, e.g. --mix broad")
             tqdm.write(f"{len(subjects)} subjects")
         return build_prompts(config.prompts, config.seed, config.prompt_mix, subjects=subjects)
 
