@@ -23,7 +23,7 @@ import torch
 
 from specdiff.drafters.base import DraftContext
 from specdiff.drafters.lookup import PromptLookupDrafter
-from specdiff.types import DraftTree, ProposalKind, tree_depths
+from specdiff.types import DraftTree, ProposalKind, Source, tree_depths
 
 
 class MatchRates:
@@ -151,7 +151,8 @@ def merge(model: DraftTree, continuations: list[list[int]], depth_rates: list[fl
     A drawn (IID) `model` stays drawn and lookup's nodes join it as fixed candidates (`DraftTree.fixed`); a node
     both propose keeps its drawn row and takes lookup's rate (so that nothing about a fixed node depends on a
     draw); lookup's new nodes get all-zero draft_dists rows (not drawn). Any other `model`: the merged tree is
-    DETERMINISTIC, a node both propose taking the larger probability."""
+    DETERMINISTIC, a node both propose taking the larger probability. `source` says who proposed each node (a
+    node both propose is accepted more often than either number says: a size chooser learns by how much)."""
     drawn = model.kind is ProposalKind.IID
     tokens, parents = model.tokens.tolist(), model.parents.tolist()
     if model.draft_probs is not None:
@@ -159,6 +160,7 @@ def merge(model: DraftTree, continuations: list[list[int]], depth_rates: list[fl
     else:  # a model tree without probabilities: its nodes rank as lookup's of the same depth
         probs = [depth_rates[min(d, len(depth_rates) - 1)] for d in tree_depths(model.parents).tolist()]
     fixed = [False] * len(tokens)
+    source = [Source.MODEL] * len(tokens)
     index = {(parent, token): i for i, (parent, token) in enumerate(zip(parents, tokens))}
     for continuation in continuations:
         parent = -1
@@ -168,16 +170,19 @@ def merge(model: DraftTree, continuations: list[list[int]], depth_rates: list[fl
             if node is None:
                 node = index[(parent, token)] = len(tokens)
                 tokens.append(token), parents.append(parent), probs.append(rate), fixed.append(True)
+                source.append(Source.LOOKUP)
             else:
                 probs[node], fixed[node] = (rate if drawn else max(probs[node], rate)), True
+                source[node] = Source.BOTH if node < model.num_nodes else source[node]
             parent = node
     tokens, parents, probs = (torch.tensor(tokens, dtype=torch.long), torch.tensor(parents, dtype=torch.long),
                               torch.tensor(probs, dtype=torch.float32))
+    source = torch.tensor(source, dtype=torch.int8)
     if not drawn:
-        return DraftTree(tokens, parents, probs, kind=ProposalKind.DETERMINISTIC)
+        return DraftTree(tokens, parents, probs, kind=ProposalKind.DETERMINISTIC, source=source)
     dists = model.draft_dists
     dists = torch.cat([dists, dists.new_zeros(len(tokens) - model.num_nodes, dists.shape[-1])])  # [N, V]
-    return DraftTree(tokens, parents, probs, dists, ProposalKind.IID, torch.tensor(fixed))
+    return DraftTree(tokens, parents, probs, dists, ProposalKind.IID, torch.tensor(fixed), source)
 
 
 def cut_by_rates(continuations: list[list[int]], depth_rates: list[float], cut: float) -> list[list[int]]:

@@ -82,7 +82,7 @@ def speculative_decode(
         stats.verify_time += verify_seconds
         forward_clock = verifier.forward_seconds
         if isinstance(parts.tree_builder, MeasuringTreeBuilder):  # sizes its trees by what steps cost here
-            parts.tree_builder.observe(tree, len(acceptance.path), verify_seconds, time.perf_counter() - clock)
+            parts.tree_builder.observe(tree, acceptance.path, verify_seconds, time.perf_counter() - clock)
         rows = [0] + [1 + node for node in acceptance.path]
         new_tokens = acceptance.new_tokens(tree)
         depth = int(tree_depths(tree.parents).max()) + 1 if tree.num_nodes else 0

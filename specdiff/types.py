@@ -19,6 +19,14 @@ class ProposalKind(enum.Enum):
     WITHOUT_REPLACEMENT = "without_replacement"  # children drawn without replacement (EAGLE-1)
 
 
+class Source(enum.IntEnum):
+    """Who proposed a node of a merged tree (`DraftTree.source`)."""
+
+    MODEL = 0  # the model drafter alone (also: every node of an unmerged tree)
+    LOOKUP = 1  # prompt lookup alone
+    BOTH = 2  # both proposed it: an agreement, accepted more often than either's number says
+
+
 @dataclass(frozen=True)
 class DraftTree:
     """A draft tree; a chain is the tree with parents [-1, 0, 1, ...].
@@ -32,6 +40,10 @@ class DraftTree:
     their siblings, as point masses, then the drawn ones with the kind's rule. A fixed node that was not
     drawn has an all-zero draft_dists row; one that was (the drafter drew the same token) keeps its row and
     takes both trials. Which nodes are fixed must not depend on the drawn tokens beside or below them.
+
+    source [N] int8 | None: which drafter proposed each node, in a tree merged from several (`Source`), so that
+    a size chooser can learn how far each one's probabilities hold (`trees.Reliability`); None: one drafter.
+    It never changes verification.
     """
 
     tokens: torch.Tensor
@@ -40,6 +52,7 @@ class DraftTree:
     draft_dists: torch.Tensor | None = None
     kind: ProposalKind = ProposalKind.DETERMINISTIC
     fixed: torch.Tensor | None = None
+    source: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.tokens.dim() != 1 or self.parents.shape != self.tokens.shape:
@@ -59,6 +72,8 @@ class DraftTree:
                                  "share one q a fixed-only sibling lacks): leave it None")
             if self.fixed.shape != (N,) or self.fixed.dtype != torch.bool:
                 raise ValueError(f"fixed must be a bool [N={N}], got {self.fixed.dtype} {tuple(self.fixed.shape)}")
+        if self.source is not None and (self.source.shape != (N,) or self.source.dtype != torch.int8):
+            raise ValueError(f"source must be an int8 [N={N}], got {self.source.dtype} {tuple(self.source.shape)}")
 
     @classmethod
     def chain(cls, tokens, draft_probs=None, draft_dists=None, kind=ProposalKind.DETERMINISTIC) -> "DraftTree":

@@ -13,8 +13,9 @@ from specdiff.drafters import (DraftContext, EagleDrafter, EagleModel, HybridDra
                                PromptLookupDrafter)
 from specdiff.drafters.base import DraftNeeds
 from specdiff.drafters.hybrid import cut_by_rates, merge
-from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize
-from specdiff.types import DraftTree
+from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize, Reliability
+from specdiff.trees.static import select_nodes
+from specdiff.types import DraftTree, Source
 from test_measured import FixedCost
 from test_sampling import P_VALUE
 from test_sampling_e2e import PROMPT as SMALL_PROMPT
@@ -70,6 +71,15 @@ def test_merge_by_hand():
     assert tree.parents.tolist() == [-1, 0, 0, -1]
     assert tree.draft_probs.tolist() == pytest.approx([0.9, 0.5, 0.4, 0.6])  # 5 is both's: the larger
     assert tree.kind is ProposalKind.DETERMINISTIC
+    assert tree.source.tolist() == [Source.BOTH, Source.MODEL, Source.LOOKUP, Source.LOOKUP]
+    kept = select_nodes(tree, torch.tensor([0, 2]), ProposalKind.DETERMINISTIC)  # a size cut keeps each node's source
+    assert kept.source.tolist() == [Source.BOTH, Source.LOOKUP]
+    # The size chooser learns each source's reliability apart: lookup's nodes accepted, the model's 0.5 rejected.
+    reliability = Reliability(strength=1.0)
+    for _ in range(20):
+        reliability.record(tree, [0, 2])
+    calibrated = reliability.calibrate(tree).tolist()
+    assert calibrated[1] == pytest.approx(0.5 * 1 / 11) and calibrated[2] == pytest.approx(0.4 * 21 / 9)
     only_lookup = merge(DraftTree.empty(), [[4, 4, 4]], depth_rates=[0.7, 0.8])  # deeper than the rates: the last
     assert only_lookup.parents.tolist() == [-1, 0, 1] and only_lookup.draft_probs.tolist() == pytest.approx([0.7, 0.8, 0.8])
     # Sampling: lookup's trie is cut by its rates alone, one depth for every continuation (paths 0.9, 0.45, 0.27).

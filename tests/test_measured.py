@@ -9,9 +9,11 @@ import torch
 import tiny
 from specdiff import SpecDiff, methods
 from specdiff.drafters import AutoregressiveDrafter
-from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize, MeasuringTreeBuilder, OptTree
+from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize, MeasuringTreeBuilder, OptTree, Reliability
 from specdiff.types import DraftTree, ProposalKind
 from test_trees import TopKLatticeDrafter
+
+TRUSTING = Reliability(strength=1e12)  # shrinks every cell's ratio to 1: the drafter's probabilities as they are
 
 # Path probabilities: node 0 0.9, node 1 (child of 0) 0.9 * 0.5 = 0.45, node 2 (root) 0.3, node 3 (child of 1) 0.09.
 TREE = DraftTree(torch.tensor([11, 12, 13, 14]), torch.tensor([-1, 0, -1, 1]),
@@ -23,9 +25,12 @@ class FixedCost(MeasuredSize):
     step) and trusting the drafter's probabilities as they are: sizes by the drafted values alone, cut where
     a node's path probability falls to ~0.2-0.3, whatever a random test drafter gets accepted."""
 
-    def observe(self, tree, accepted, verify_seconds, step_seconds):
+    def __init__(self, inner, **options):
+        super().__init__(inner, reliability=TRUSTING, **options)
+
+    def observe(self, tree, path, verify_seconds, step_seconds):
         verify = 1.0 + 0.3 * (tree.num_nodes + 1)
-        super().observe(tree, accepted, verify, verify + 0.5)
+        super().observe(tree, path, verify, verify + 0.5)
 
     def calibration(self) -> float:
         return 1.0
@@ -35,16 +40,16 @@ def timed(builder: MeasuredSize, seconds_by_rows: dict[int, float], other: float
     """Feed the builder `steps` steps at each row count, as the loop would, each accepting what it expected."""
     for rows, seconds in seconds_by_rows.items():
         for _ in range(steps):
-            builder.observe(DraftTree.chain(torch.arange(rows - 1)), 0, seconds, seconds + other)
+            builder.observe(DraftTree.chain(torch.arange(rows - 1)), [], seconds, seconds + other)
 
 
 def test_a_first_time_is_dropped():
     builder = MeasuredSize(Chain())
-    builder.observe(DraftTree.chain(torch.arange(3)), 0, 9.0, 9.0)  # a kernel's first call at 4 rows
-    builder.observe(DraftTree.empty(), 0, 9.0, 9.0)
+    builder.observe(DraftTree.chain(torch.arange(3)), [], 9.0, 9.0)  # a kernel's first call at 4 rows
+    builder.observe(DraftTree.empty(), [], 9.0, 9.0)
     assert builder.verify_seconds(np.array([1, 4])) is None  # nothing timed yet
-    builder.observe(DraftTree.chain(torch.arange(3)), 0, 0.080, 0.090)
-    builder.observe(DraftTree.empty(), 0, 0.050, 0.060)
+    builder.observe(DraftTree.chain(torch.arange(3)), [], 0.080, 0.090)
+    builder.observe(DraftTree.empty(), [], 0.050, 0.060)
     assert builder.verify_seconds(np.array([1, 4])) == pytest.approx([0.050, 0.080])
 
 
@@ -68,7 +73,7 @@ def test_verify_time_is_interpolated_and_extrapolated():
     timed(builder, {2: 0.060, 4: 0.080, 8: 0.160}, other=0.0)
     estimate = builder.verify_seconds(np.array([1, 2, 3, 6, 8, 10]))
     assert estimate == pytest.approx([0.050, 0.060, 0.070, 0.120, 0.160, 0.200])
-    builder.observe(DraftTree.chain(torch.arange(1)), 0, 1.0, 1.0)  # one slow step among three: the median holds
+    builder.observe(DraftTree.chain(torch.arange(1)), [], 1.0, 1.0)  # one slow step among three: the median holds
     assert builder.verify_seconds(np.array([2]))[0] == pytest.approx(0.060)
     noisy = MeasuredSize(Chain())
     timed(noisy, {1: 0.050, 2: 0.090, 4: 0.080}, other=0.0)  # 4 rows timed faster than 2: flat beyond, not falling
@@ -95,7 +100,7 @@ def test_exploration_walks_the_ladder_then_chooses_and_probes():
     for _ in range(17):
         tree = builder.build(TREE, budget=4)
         sizes.append(tree.num_nodes)
-        builder.observe(tree, 0, 0.050 + 0.100 * tree.num_nodes, 0.060 + 0.100 * tree.num_nodes)
+        builder.observe(tree, [], 0.050 + 0.100 * tree.num_nodes, 0.060 + 0.100 * tree.num_nodes)
     # the ladder twice (whole, none, 1, 2: the first time of each row count is dropped), then rows that cost
     # 2x a step: none, but every 4th step one node more (or fewer) than chosen, to keep its time fresh
     assert sizes == [4, 0, 1, 2] * 2 + [1, 0, 0, 0, 1, 0, 0, 0, 1]
@@ -111,7 +116,7 @@ def test_the_draft_length_follows_the_trees_kept():
     for _ in range(10):
         lengths.append(policy.current())
         tree = builder.build(TREE, budget=4)
-        builder.observe(tree, 0, 0.050 + 0.100 * tree.num_nodes, 0.060 + 0.100 * tree.num_nodes)
+        builder.observe(tree, [], 0.050 + 0.100 * tree.num_nodes, 0.060 + 0.100 * tree.num_nodes)
     # the ladder twice (4, 0, 1, 2 nodes) drafts all it may; then trees of no node: 0 + 2 deep, to grow again from
     assert lengths == [10] * 9 + [2] and builder.depth_cap(10, 2) == 2
     with pytest.raises(ValueError, match="slack"):
@@ -121,11 +126,49 @@ def test_the_draft_length_follows_the_trees_kept():
 
 
 def test_calibration_is_accepted_over_expected():
-    builder = MeasuredSize(Chain())
+    builder = MeasuredSize(Chain(), reliability=TRUSTING)
     assert builder.calibration() == 1.0
-    for accepted in (0, 1, 1, 0):  # the ladder: 4 nodes (E(A) = 0.9 + 0.45 + 0.3 + 0.09), none, 1 (0.9), 2 (1.35)
-        builder.observe(builder.build(TREE, budget=4), accepted, 0.05, 0.06)
+    for path in ([], [], [0], [0]):  # the ladder: 4 nodes (E(A) = 0.9 + 0.45 + 0.3 + 0.09), none, 1 (0.9), 2 (1.35)
+        builder.observe(builder.build(TREE, budget=4), path, 0.05, 0.06)
     assert builder.calibration() == pytest.approx(2 / (1.74 + 0 + 0.9 + 1.35))
+
+
+def test_reliability_counts_the_nodes_whose_parent_was_accepted_by_cell():
+    reliability = Reliability(strength=1.0)
+    # TREE: node 0 (0.9, depth 1) accepted, node 1 (0.5, depth 2, child of 0) not, node 2 (0.3, depth 1) not,
+    # node 3 (0.2, depth 3, child of 1): its parent was rejected, so it tells nothing
+    reliability.record(TREE, [0])
+    ratios = reliability.ratios()
+    sources, depths, bins = reliability.cells(TREE)
+    assert sources.tolist() == [0] * 4 and depths.tolist() == [0, 1, 0, 2]
+    bins = dict(zip([0.9, 0.5, 0.3, 0.2], bins.tolist()))
+    assert ratios[0, 0, bins[0.9]] == pytest.approx((1 + 1) / (0.9 + 1))
+    assert ratios[0, 1, bins[0.5]] == pytest.approx(1 / (0.5 + 1)) and ratios[0, 0, bins[0.3]] == pytest.approx(1 / 1.3)
+    assert ratios[0, 2, bins[0.2]] == 1.0  # untried: no evidence
+    assert ratios.sum() == pytest.approx(ratios.size - 3 + 2 / 1.9 + 1 / 1.5 + 1 / 1.3)  # nothing else moved
+    # Calibrated: each node's probability times its cell's ratio, below 1; path probabilities never grow.
+    calibrated = reliability.calibrate(TREE)
+    assert calibrated.tolist() == pytest.approx([0.9 * 2 / 1.9, 0.5 / 1.5, 0.3 / 1.3, 0.2])
+    sure = DraftTree.chain(torch.tensor([7]), torch.tensor([0.99]))
+    for _ in range(100):
+        reliability.record(sure, [0])
+    assert reliability.calibrate(sure).item() == 0.999  # 0.99 * 101 / 100 would make a path probability grow
+
+
+def test_an_underrated_deep_copy_is_kept_once_its_acceptance_is_measured():
+    # A chain of 5 nodes drafted at 0.55 each (path 0.55 ** 5 = 0.05 at the end) that the target accepts 4 times
+    # in 5 at the last depth and always before: trusted as drafted, the cost model below keeps 2 nodes
+    # ((1 + 0.55 + 0.3025) / 70 ms beats 1.55 / 60 and 2.02 / 80); measured, all 5.
+    chain = DraftTree.chain(torch.arange(5), torch.full((5,), 0.55))
+    sizes = {}
+    for name, reliability in (("trusted", TRUSTING), ("measured", Reliability(strength=1.0))):
+        builder = MeasuredSize(Chain(), probe_every=1000, reliability=reliability)
+        timed(builder, {1: 0.050, 2: 0.060, 6: 0.100}, other=0.0)  # 10 ms a row
+        for step in range(200):
+            builder.reliability.record(chain, list(range(5)) if step % 5 else [0, 1, 2, 3])
+        builder._steps = 10 ** 6 + 1  # past the ladder, not a probe
+        sizes[name] = builder.build(chain, budget=5).num_nodes
+    assert sizes == {"trusted": 2, "measured": 5}
 
 
 def test_the_loop_reports_every_step():
@@ -134,9 +177,9 @@ def test_the_loop_reports_every_step():
     steps = []
 
     class Recording(MeasuredSize):
-        def observe(self, tree, accepted, verify_seconds, step_seconds):
-            steps.append((tree.num_nodes, accepted, verify_seconds, step_seconds))
-            super().observe(tree, accepted, verify_seconds, step_seconds)
+        def observe(self, tree, path, verify_seconds, step_seconds):
+            steps.append((tree.num_nodes, len(path), verify_seconds, step_seconds))
+            super().observe(tree, path, verify_seconds, step_seconds)
 
     builder = Recording(OptTree(node_budget=6))
     assert isinstance(builder, MeasuringTreeBuilder) and not isinstance(Chain(), MeasuringTreeBuilder)

@@ -14,6 +14,7 @@ class TreeBuilder(Protocol):
 @runtime_checkable
 class MeasuringTreeBuilder(TreeBuilder, Protocol):
     """A builder that learns from each verified step (e.g. `MeasuredSize`): the loop calls `observe` after
-    the commit with the tree verified, its accepted node count, the target forward's seconds and the step's."""
+    the commit with the tree verified, its accepted nodes (indices, root first), the target forward's seconds and
+    the step's."""
 
-    def observe(self, tree: DraftTree, accepted: int, verify_seconds: float, step_seconds: float) -> None: ...
+    def observe(self, tree: DraftTree, path: list[int], verify_seconds: float, step_seconds: float) -> None: ...

@@ -9,11 +9,13 @@ only, so this builder measures instead, on the generation itself:
 - verify seconds by rows, from every step (the loop reports each step's verify time, `observe`), median
   per row count, interpolated between the counts timed;
 - the rest of a step (drafting, search, acceptance, commit), whatever the tree's size;
-- how far the drafter's probabilities are to be trusted: accepted tokens over the expected acceptance
-  E(A) (OPT-Tree's Eq. 3, the sum of path probabilities) of the trees verified, over a window.
+- how far the drafter's probabilities are to be trusted, node by node (`Reliability`): how often a node was
+  accepted when its parent was, against the probability its drafter gave it, by depth and probability;
+- and as a whole: accepted tokens over the expected acceptance E(A) (OPT-Tree's Eq. 3, the sum of path
+  probabilities, here of the calibrated ones) of the trees verified, over a window.
 
-Per step it keeps the top-n nodes by path probability (a connected tree: path probability never grows
-down a path), n maximising (1 + c * E_n) / (other + verify(n + 1)). The first steps of a builder's life
+Per step it keeps the top-n nodes by calibrated path probability (a connected tree: path probability never
+grows down a path), n maximising (1 + c * E_n) / (other + verify(n + 1)). The first steps of a builder's life
 walk a ladder of sizes (the whole draft, none, 1, 2, 4, 8, ... nodes) so that every size has a time.
 Only the tree's size depends on the clock, never which tokens are accepted: lossless either way (a cut
 by probability makes the kept nodes fixed candidates, as OptTree does, when sampling).
@@ -30,7 +32,67 @@ import torch
 from specdiff.trees.base import TreeBuilder
 from specdiff.trees.opt_tree import path_log_probs
 from specdiff.trees.static import select_nodes
-from specdiff.types import DraftTree, ProposalKind, TokenLattice, tree_depths
+from specdiff.types import DraftTree, ProposalKind, Source, TokenLattice, tree_depths
+
+
+# Reliability cells: the node's source (`types.Source`); depth 1, 2, 3 and deeper; the drafter's probability in
+# bins split at these edges.
+RELIABILITY_DEPTHS = 3
+RELIABILITY_EDGES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+class Reliability:
+    """The drafter's probabilities, calibrated on what the target accepted: for each cell (who proposed a node
+    in a merged tree, `DraftTree.source`; its depth; its probability's bin) the accepted nodes over their expected number, among the nodes whose parent was
+    accepted; a node's calibrated probability is its own times its cell's ratio, (hits + strength) /
+    (expected + strength), below 1. Counts halve once a cell passes `memory` nodes, so they follow the
+    generation.
+
+    Why per node and not one factor: a tree mixes nodes whose probabilities err differently. On Spec-Bench
+    (SmolLM2-135M, fp32, `heads-lookup` and `eagle-tree-lookup`), the Hydra heads' nodes drafted at 0.5-0.85
+    were accepted at 0.30-0.57, EAGLE's far closer to their numbers; lookup's match rates at depth 3 and
+    deeper (0.5-0.75) were accepted at 0.72-0.86, and nodes both proposed at 0.76-0.85 against 0.63-0.66.
+    One factor for all prices a 5-deep copy at a fraction of its worth. The cut reads the calibrated values;
+    the drafter's own are kept for verification."""
+
+    def __init__(self, strength: float = 2.0, memory: int = 512):
+        if strength <= 0 or memory < 1:
+            raise ValueError(f"strength must be > 0 and memory >= 1, got {strength}, {memory}")
+        self.strength, self.memory = strength, memory
+        cells = (len(Source), RELIABILITY_DEPTHS, len(RELIABILITY_EDGES) + 1)
+        self._hits, self._expected, self._nodes = np.zeros(cells), np.zeros(cells), np.zeros(cells)
+        self._edges = torch.tensor(RELIABILITY_EDGES, dtype=torch.float64)
+
+    def cells(self, tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(source [N], depth cell [N], probability bin [N]) of each node of `tree`."""
+        source = torch.zeros(tree.num_nodes, dtype=torch.long) if tree.source is None else tree.source.long()
+        depth = tree_depths(tree.parents).clamp(max=RELIABILITY_DEPTHS - 1)
+        return source, depth, torch.bucketize(tree.draft_probs.double(), self._edges, right=True)
+
+    def ratios(self) -> np.ndarray:
+        """[sources, depths, bins] accepted over expected, shrunk to 1 by `strength` expected nodes."""
+        return (self._hits + self.strength) / (self._expected + self.strength)
+
+    def calibrate(self, tree: DraftTree) -> torch.Tensor:
+        """[N] float64: each node's calibrated probability given its parent, in (0, 1)."""
+        ratio = torch.from_numpy(self.ratios())[self.cells(tree)]
+        return (tree.draft_probs.double() * ratio).clamp(1e-9, 0.999)
+
+    def record(self, tree: DraftTree, path: list[int]) -> None:
+        """Count the verified `tree`'s nodes whose parent was accepted (`path`: the accepted nodes)."""
+        accepted = torch.zeros(tree.num_nodes + 1, dtype=torch.bool)  # [N + 1], the last one: the root's row
+        accepted[torch.as_tensor(path, dtype=torch.long)] = True
+        accepted[-1] = True
+        tried = accepted[tree.parents]  # parents == -1 reads the root's row
+        cells = zip(*(index[tried].tolist() for index in self.cells(tree)))
+        for cell, q, hit in zip(cells, tree.draft_probs[tried].tolist(), accepted[:-1][tried].tolist()):
+            self._hits[cell] += hit
+            self._expected[cell] += q
+            self._nodes[cell] += 1
+            if self._nodes[cell] > self.memory:
+                self._hits[cell] /= 2
+                self._expected[cell] /= 2
+                self._nodes[cell] /= 2
 
 
 class MeasuredSize:
@@ -45,10 +107,12 @@ class MeasuredSize:
     one of drawn nodes and fixed candidates (`DraftTree.fixed`): a cut by probability would make it all fixed.
     State lives as long as the builder (one `SpecDiff`), across generations: what it timed stays true."""
 
-    def __init__(self, inner: TreeBuilder, explore: int = 2, window: int = 64, probe_every: int = 8):
+    def __init__(self, inner: TreeBuilder, explore: int = 2, window: int = 64, probe_every: int = 8,
+                 reliability: Reliability | None = None):
         if explore < 1 or window < 1 or probe_every < 1:  # without the ladder only the whole draft would be timed
             raise ValueError(f"explore, window and probe_every must be >= 1, got {explore}, {window}, {probe_every}")
         self.inner, self.explore, self.window, self.probe_every = inner, explore, window, probe_every
+        self.reliability = reliability or Reliability()
         self._verify: dict[int, deque] = {}  # verify rows -> recent verify seconds
         self._other: deque = deque(maxlen=window)  # step seconds outside the verify forward
         self._booked: deque = deque(maxlen=window)  # (expected acceptance, accepted) of the trees verified
@@ -65,7 +129,7 @@ class MeasuredSize:
         self._expected = None
         if tree.draft_probs is None or tree.num_nodes == 0 or tree.fixed is not None:
             return tree  # a tree with fixed candidates among drawn nodes was sized by its drafter (drafters.hybrid)
-        path_probs = path_log_probs(tree.parents, tree.draft_probs.double().log()).exp()  # [N]
+        path_probs = path_log_probs(tree.parents, self.reliability.calibrate(tree).log()).exp()  # [N]
         order = torch.sort(path_probs, descending=True, stable=True).indices  # a parent before its equal child
         gains = path_probs[order]  # [N] E_n = gains[:n].sum()
         n = self._size(gains)
@@ -89,17 +153,19 @@ class MeasuredSize:
             return most
         return min(most, max(self._depths) + slack)
 
-    def observe(self, tree: DraftTree, accepted: int, verify_seconds: float, step_seconds: float) -> None:
-        """A step's outcome, from the decoding loop: the tree verified, how many of its nodes were accepted,
-        the target forward's seconds and the whole step's."""
+    def observe(self, tree: DraftTree, path: list[int], verify_seconds: float, step_seconds: float) -> None:
+        """A step's outcome, from the decoding loop: the tree verified, its accepted nodes (root first), the
+        target forward's seconds and the whole step's."""
         rows = tree.num_nodes + 1
         if rows in self._verify:
             self._verify[rows].append(verify_seconds)
         else:  # a first forward of this many rows sets up its kernels: not what it costs from then on
             self._verify[rows] = deque(maxlen=self.window)
         self._other.append(max(step_seconds - verify_seconds, 0.0))
-        if self._expected is not None:
-            self._booked.append((self._expected, accepted))
+        if self._expected is not None:  # a tree this builder sized (with probabilities, nothing fixed)
+            self._booked.append((self._expected, len(path)))
+            if tree.num_nodes:
+                self.reliability.record(tree, path)
 
     def calibration(self) -> float:
         """Accepted tokens per unit of the drafter's expected acceptance, over the window (1 before any)."""

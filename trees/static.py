@@ -29,6 +29,7 @@ def select_nodes(tree: DraftTree, keep: torch.Tensor, kind: ProposalKind | None 
         None if tree.draft_dists is None else tree.draft_dists[keep],
         kind,
         None if tree.fixed is None or kind is not ProposalKind.IID else tree.fixed[keep],
+        None if tree.source is None else tree.source[keep],
     )
 
 
