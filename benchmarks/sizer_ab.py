@@ -50,7 +50,8 @@ for i, prompt in enumerate(prompts):
     for name in order if i % 2 == 0 else order[::-1]:
         started = time.perf_counter()
         if name == "hf-generate":
-            reply = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False)[0, len(ids):].tolist()
+            output = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False)
+            reply = output[0, len(ids):].tolist()
             forwards, drafted = len(reply), 0
         else:
             result = arms[name].generate(ids, new_tokens)
