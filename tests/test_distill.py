@@ -74,6 +74,10 @@ def test_subjects_the_target_lists_become_requests_of_every_style(model, tokeniz
         ["Paris", "Rome", "London", "Berlin"]
     assert prompt_sources.parse_list("Marie Curie, Isaac Newton, {Ada} Lovelace") == ["Marie Curie", "Isaac Newton",
                                                                                      "Ada Lovelace"]
+    # fragments of a sentence the target broke into list lines are not subjects; a name's own comma stays
+    assert prompt_sources.parse_list("1. They are kings and queens,\n2. which stands for John Cameron\n"
+                                     "3. Queen Victoria,\n4. Washington, D.C.\n5. The Who") == \
+        ["Queen Victoria", "Washington, D.C", "The Who"]
     lists = {"List 15 well-known rivers.": "1. Nile\n2. Danube\n3. Amazon", "List 15 well-known tools.": "Hammer, Saw, Drill"}
     asked = []
 

@@ -527,12 +527,15 @@ SUBJECT_DOMAINS = (
 )
 LIST_REQUEST = "List 15 well-known {domain}. Write one per line, names only."
 RELATED_REQUEST = "List 10 topics closely related to {subject}. Write one per line, names only."
+# First words that make an item a piece of a sentence, not a name (seen in part 3's lists: "They are ...").
+_NOT_A_NAME = frozenset("i it he she they we you this that these those there here which who whose where".split())
 _LIST_ITEM = re.compile(r"^\s*(?:\d+\s*[.)]|[-*\u2022])?\s*(.+?)\s*$")
 
 
 def parse_list(text: str, max_words: int = 6) -> list[str]:
     """The items of a list the target wrote (numbered, bulleted, or comma-separated on one line),
-    descriptions after ':' / ' - ' / '(' cut, sentences and duplicates dropped."""
+    descriptions after ':' / ' - ' / '(' cut, sentences, fragments of one (an item that starts with a pronoun:
+    "They are kings and queens,", "which stands for ...") and duplicates dropped."""
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) == 1 and lines[0].count(",") >= 2:
         lines = lines[0].split(",")
@@ -542,9 +545,11 @@ def parse_list(text: str, max_words: int = 6) -> list[str]:
         if match is None:  # an empty piece between two commas
             continue
         item = re.split(r":| - | \u2013 |\(", match.group(1))[0]
-        item = item.strip(" .*\"'")
+        item = item.strip(" .,;*\"'")
         item = item.replace("{", "").replace("}", "")
         if not 3 <= len(item) <= 50 or len(item.split()) > max_words or not item[0].isalnum():
+            continue
+        if item.split()[0].casefold() in _NOT_A_NAME:
             continue
         if item.casefold() not in seen:
             seen.add(item.casefold())
