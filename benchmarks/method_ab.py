@@ -1,52 +1,106 @@
-"""Paired A/B of SpecDiff methods on the real target: every method decodes every prompt in turn, the order
-reversed on every other prompt (ABBA), in one process. Prints tokens/s and tau per method and, for a method
-whose drafter measures its shape (`lookup`), each arm's rate against the default chain on the same steps.
+"""Paired A/B of SpecDiff methods on the real target: every arm decodes every prompt in turn, the order
+reversed on every other prompt (ABBA), in one process. Prints tokens/s, speedup against `hf-generate` when
+it is an arm (and how many replies differ from it: 0 in fp32), tau and drafted tokens a step per arm, per
+category, and for a method whose drafter measures its shape (`lookup`) each arm's rate against the default
+chain on the same steps.
 
-    OMP_NUM_THREADS=1 python benchmarks/method_ab.py DTYPE PER_CATEGORY NEW_TOKENS METHOD[,METHOD...]
+An arm is a method name, `hf-generate` (HF greedy), or `METHOD:trusting`: the method with its size chooser
+(`MeasuredSize`) trusting the drafter's probabilities as drafted instead of calibrating them per node
+(`trees.Reliability`), the chooser before the eighth session.
+
+    OMP_NUM_THREADS=1 python benchmarks/method_ab.py DTYPE PER_CATEGORY NEW_TOKENS ARM[,ARM...]
     e.g. OMP_NUM_THREADS=1 python benchmarks/method_ab.py float32 2 128 lookup,lookup-chain
+         OMP_NUM_THREADS=1 python benchmarks/method_ab.py float32 4 128 \\
+             hf-generate,heads-lookup:trusting,heads-lookup,eagle-tree-lookup:trusting,eagle-tree-lookup
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
+
+import torch
 
 from specdiff import methods, zoo
 from specdiff.bench import load_prompts
 from specdiff.conversation import Conversation
+from specdiff.trees import Reliability
 
-dtype, per, new_tokens, names = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
+dtype, per, new_tokens, arms = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
 model, tokenizer = zoo.load("smollm2-135m-instruct", dtype=dtype)
 questions = Path(__file__).resolve().parents[2] / "shared/data/spec_bench/question.jsonl"
 prompts = load_prompts(questions, categories=("translation", "summarization", "qa", "math_reasoning", "rag"),
                        per_category=per)
-def drafter(name: str):
-    """The method's drafter for this target (the zoo's, as `specdiff bench` picks it), or None."""
+
+
+def build(arm: str):
+    """The arm's SpecDiff with the method's drafter for this target (the zoo's, as `specdiff bench` picks it)."""
+    name, _, variant = arm.partition(":")
     method = methods.get(name)
-    if method.default_drafter is None:
-        return None
-    return method.load_drafter(zoo.drafter_for("smollm2-135m-instruct", method.default_drafter), model.dtype, "cpu")
+    drafter = None
+    if method.default_drafter is not None:
+        drafter = method.load_drafter(zoo.drafter_for("smollm2-135m-instruct", method.default_drafter), model.dtype,
+                                      "cpu")
+    spec = methods.build(name, model, tokenizer, drafter)
+    if variant == "trusting":
+        spec.tree_builder.reliability = Reliability(strength=1e12)  # every cell's ratio stays 1
+    elif variant:
+        raise SystemExit(f"unknown arm variant {variant!r} in {arm!r}: the one variant is METHOD:trusting")
+    return spec
 
 
-specs = {name: methods.build(name, model, tokenizer, drafter(name)) for name in names}
-totals = {name: [0.0, 0, 0] for name in names}  # seconds, tokens, target forwards
+def hf_greedy(ids: list[int], max_new_tokens: int):
+    output = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False)
+    reply = output[0, len(ids):].tolist()
+    return reply, len(reply), 0  # reply, target forwards, drafted tokens
+
+
+specs = {arm: build(arm) for arm in arms if arm != "hf-generate"}
+
+
+def decode(arm: str, ids: list[int], max_new_tokens: int):
+    if arm == "hf-generate":
+        return hf_greedy(ids, max_new_tokens)
+    result = specs[arm].generate(ids, max_new_tokens)
+    return result.token_ids, result.stats.target_forwards, result.stats.drafted_tokens
+
+
+totals = defaultdict(lambda: [0.0, 0, 0, 0])  # arm or (category, arm) -> seconds, tokens, forwards, drafted
 first = Conversation(tokenizer).prompt_ids(prompts[0].turns[0])
-for spec in specs.values():
-    spec.generate(first, 32)  # warm-up
+for arm in arms:
+    decode(arm, first, 32)  # warm-up
+differing = 0
 for i, prompt in enumerate(prompts):
     ids = Conversation(tokenizer).prompt_ids(prompt.turns[0])
-    for name in names if i % 2 == 0 else names[::-1]:
+    replies = {}
+    for arm in arms if i % 2 == 0 else arms[::-1]:
         started = time.perf_counter()
-        result = specs[name].generate(ids, new_tokens)
-        totals[name][0] += time.perf_counter() - started
-        totals[name][1] += len(result.token_ids)
-        totals[name][2] += result.stats.target_forwards
-for name in names:
-    seconds, tokens, forwards = totals[name]
-    print(f"{dtype} {name}: {tokens / seconds:.2f} tokens/s, tau {tokens / forwards:.3f} ({seconds:.1f} s)")
-    chooser = getattr(specs[name].drafter, "shapes", None)
+        replies[arm], forwards, drafted = decode(arm, ids, new_tokens)
+        seconds = time.perf_counter() - started
+        for key in (arm, (prompt.category, arm)):
+            for j, value in enumerate((seconds, len(replies[arm]), forwards, drafted)):
+                totals[key][j] += value
+    if "hf-generate" in replies:
+        differing += sum(reply != replies["hf-generate"] for reply in replies.values())
+if "hf-generate" in arms:
+    print(f"replies differing from hf-generate: {differing}")
+
+
+def speed(key) -> str:
+    seconds, tokens, forwards, drafted = totals[key]
+    base = totals["hf-generate" if isinstance(key, str) else (key[0], "hf-generate")]
+    ratio = f" {tokens / seconds / (base[1] / base[0]):.2f}x" if base[0] else ""
+    return f"{tokens / seconds:.2f} tokens/s{ratio}, tau {tokens / forwards:.3f}, drafted/step {drafted / forwards:.2f}"
+
+
+for arm in arms:
+    print(f"{dtype} {arm}: {speed(arm)} ({totals[arm][0]:.1f} s)")
+    chooser = getattr(specs[arm].drafter, "shapes", None) if arm in specs else None
     if chooser is not None:
         print(f"  shape chosen {chooser.best()} over {len(chooser.booked)} scored steps; rate / chain's (error):",
-              {arm: f"{ratio:.2f} ({error:.2f})" for arm in chooser.arms
-               for ratio, error, _ in [chooser.against_default(arm)]})
+              {shape: f"{ratio:.2f} ({error:.2f})" for shape in chooser.arms
+               for ratio, error, _ in [chooser.against_default(shape)]})
+for category in dict.fromkeys(prompt.category for prompt in prompts):
+    print(category, " | ".join(f"{arm} {speed((category, arm))}" for arm in arms if arm != "hf-generate"))
