@@ -1,5 +1,6 @@
 """The distillation data pipeline: prompt sources, the resumable store, the loader, hidden states."""
 
+import json
 import os
 import signal
 import sys
@@ -328,6 +329,55 @@ def test_features_of_a_grown_data_set_compute_only_the_new_records(tmp_path, mon
     computed.clear()
     TeacherFeatures.build(target, data, (2,), target_name="tiny", cache_dir=tmp_path / "cache", progress=False)
     assert len(computed) == len(grown)
+
+
+def test_features_start_from_an_interrupted_build_of_fewer_records(tmp_path, monkeypatch):
+    """A build stopped part-way (Ctrl-C) on a smaller data set still gives its finished records to the next build."""
+    from specdiff.training import features as features_module
+    from specdiff.training.features import TeacherFeatures
+
+    target = tiny.build("llama")
+    data = tmp_path / "data"
+    distill.open_plan(data, distill.DistillConfig(target="tiny", prompts=60), lambda: [])
+    (data / distill.SHARD_DIR).mkdir()
+    g = np.random.default_rng(1)
+
+    def add_shard(index, records):
+        batch = {"prompt_ids": [g.integers(3, 200, 5).tolist() for _ in range(records)],
+                 "response_ids": [g.integers(3, 200, int(g.integers(4, 12))).tolist() for _ in range(records)],
+                 "records": [{}] * records}
+        distill.write_shard(data, index, batch, 0.0)
+
+    add_shard(0, 40)
+    monkeypatch.setattr(features_module, "GROUP", 16)
+    original, computed = features_module.teacher_hidden_states, []
+
+    def stopped_at_the_second_group(model, ids, layers, batch_size=8):
+        if computed:
+            raise KeyboardInterrupt
+        computed.extend(ids)
+        return original(model, ids, layers, batch_size)
+
+    monkeypatch.setattr(features_module, "teacher_hidden_states", stopped_at_the_second_group)
+    with pytest.raises(KeyboardInterrupt):
+        TeacherFeatures.build(target, data, (1, 2), target_name="tiny", cache_dir=tmp_path / "cache", progress=False)
+    (interrupted,) = (tmp_path / "cache").iterdir()
+    assert json.loads((interrupted / "progress.json").read_text()) == {"records_done": 16}
+
+    def counting(model, ids, layers, batch_size=8):
+        computed.extend(ids)
+        return original(model, ids, layers, batch_size)
+
+    add_shard(1, 20)
+    computed.clear()
+    monkeypatch.setattr(features_module, "teacher_hidden_states", counting)
+    grown = TeacherFeatures.build(target, data, (1, 2), target_name="tiny", cache_dir=tmp_path / "cache", progress=False)
+    assert len(computed) == len(grown) - 16  # the interrupted build's 16 finished records were copied
+    assert not interrupted.exists()
+    fresh = TeacherFeatures.build(target, data, (1, 2), target_name="tiny", cache_dir=tmp_path / "other",
+                                  progress=False)
+    np.testing.assert_allclose(np.asarray(grown.states, np.float32), np.asarray(fresh.states, np.float32),
+                               rtol=1e-2, atol=1e-3)
 
 
 def test_a_text_the_target_writes_first_becomes_the_request(model, tokenizer):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,16 +97,23 @@ class TeacherFeatures:
     @classmethod
     def _copy_prefix(cls, directory: Path, dataset: DistillDataset, split: str, name: str, layers: tuple[int, ...],
                      dtype: torch.dtype, offsets: np.ndarray, states: np.memmap) -> tuple[int, Path | None]:
-        """Fill `states` from the largest finished build of a prefix of these records (same target, split,
-        layers, dtype); return how many records it covered (0: none) and its directory. `specdiff train
-        data` only appends records, so a data set that grew while drafters trained costs only its new records."""
+        """Fill `states` from the largest build of a prefix of these records (same target, split, layers,
+        dtype), finished or interrupted (then its first `records_done`); return how many records it covered
+        (0: none) and its directory. `specdiff train data` only appends records, so a data set that grew while
+        drafters trained (or while a build of it was stopped) costs only the records not computed yet."""
         best, source = 0, None
         for other in directory.parent.glob(f"{name}-{split}-*"):
-            manifest = other / "manifest.json"
-            if other == directory or not manifest.is_file():
+            count = re.fullmatch(rf"{re.escape(name)}-{split}-(\d+)r-.*", other.name)
+            if other == directory or count is None or not (other / "states.f16").is_file():
                 continue
-            records = int(json.loads(manifest.read_text()).get("records", 0))
-            if best < records < len(dataset) and other.name == cls.key(dataset, split, name, layers, dtype, records):
+            records = int(count.group(1))
+            if records > len(dataset):
+                continue
+            if not (other / "manifest.json").is_file():  # interrupted: only its finished records count
+                progress = other / "progress.json"
+                done = json.loads(progress.read_text())["records_done"] if progress.is_file() else 0
+                records = min(records, int(done))
+            if best < records and other.name == cls.key(dataset, split, name, layers, dtype, int(count.group(1))):
                 best, source = records, other
         if source is None:
             return 0, None
