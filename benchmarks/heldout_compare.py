@@ -14,11 +14,10 @@ of some prompt sources only (e.g. the kinds a data part added).
 from __future__ import annotations
 
 import click
+import numpy as np
 import torch
 
 from specdiff import zoo
-import numpy as np
-
 from specdiff.drafters import DFlashModel, EagleModel
 from specdiff.drafters.heads import MedusaHeads
 from specdiff.training.distill import DistillDataset

@@ -288,16 +288,12 @@ def test_config_and_cli_reject_bad_values():
     assert result.exit_code == 2 and "--mix" in result.output and "passage" in result.output, result.output
 
 
-def test_features_of_a_grown_data_set_compute_only_the_new_records(tmp_path, monkeypatch):
-    """`specdiff train data` appends records: a build starts from the finished build of the first ones."""
-    from specdiff.training import features as features_module
-    from specdiff.training.features import TeacherFeatures
-
-    target = tiny.build("llama")
+def _growing_data_set(tmp_path, seed):
+    """A tiny target and an empty distillation set; add_shard(index, records) appends random records to it."""
     data = tmp_path / "data"
     distill.open_plan(data, distill.DistillConfig(target="tiny", prompts=60), lambda: [])
     (data / distill.SHARD_DIR).mkdir()
-    g = np.random.default_rng(0)
+    g = np.random.default_rng(seed)
 
     def add_shard(index, records):
         batch = {"prompt_ids": [g.integers(3, 200, 5).tolist() for _ in range(records)],
@@ -305,6 +301,15 @@ def test_features_of_a_grown_data_set_compute_only_the_new_records(tmp_path, mon
                  "records": [{}] * records}
         distill.write_shard(data, index, batch, 0.0)
 
+    return tiny.build("llama"), data, add_shard
+
+
+def test_features_of_a_grown_data_set_compute_only_the_new_records(tmp_path, monkeypatch):
+    """`specdiff train data` appends records: a build starts from the finished build of the first ones."""
+    from specdiff.training import features as features_module
+    from specdiff.training.features import TeacherFeatures
+
+    target, data, add_shard = _growing_data_set(tmp_path, seed=0)
     add_shard(0, 40)
     first = TeacherFeatures.build(target, data, (1, 2), target_name="tiny", cache_dir=tmp_path / "cache", progress=False)
     add_shard(1, 20)
@@ -336,18 +341,7 @@ def test_features_start_from_an_interrupted_build_of_fewer_records(tmp_path, mon
     from specdiff.training import features as features_module
     from specdiff.training.features import TeacherFeatures
 
-    target = tiny.build("llama")
-    data = tmp_path / "data"
-    distill.open_plan(data, distill.DistillConfig(target="tiny", prompts=60), lambda: [])
-    (data / distill.SHARD_DIR).mkdir()
-    g = np.random.default_rng(1)
-
-    def add_shard(index, records):
-        batch = {"prompt_ids": [g.integers(3, 200, 5).tolist() for _ in range(records)],
-                 "response_ids": [g.integers(3, 200, int(g.integers(4, 12))).tolist() for _ in range(records)],
-                 "records": [{}] * records}
-        distill.write_shard(data, index, batch, 0.0)
-
+    target, data, add_shard = _growing_data_set(tmp_path, seed=1)
     add_shard(0, 40)
     monkeypatch.setattr(features_module, "GROUP", 16)
     original, computed = features_module.teacher_hidden_states, []

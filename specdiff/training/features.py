@@ -75,7 +75,8 @@ class TeacherFeatures:
         return self.token_ids[self.offsets[index] : self.offsets[index + 1]].astype(np.int64)
 
     def hidden(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.states[self.offsets[index] : self.offsets[index + 1]]))
+        """The record's states (tokens, layers, hidden), copied out of the read-only map: a writable tensor."""
+        return torch.from_numpy(np.array(self.states[self.offsets[index] : self.offsets[index + 1]]))
 
     def response_start(self, index: int) -> int:
         return int(self.prompt_lengths[index])
