@@ -45,7 +45,7 @@ def build(arm: str):
                                       "cpu")
     spec = methods.build(name, model, tokenizer, drafter)
     if variant == "trusting":
-        spec.tree_builder.reliability = Reliability(strength=1e12)  # every cell's ratio stays 1
+        spec.tree_builder.reliability = Reliability.trusting()
     elif variant:
         raise SystemExit(f"unknown arm variant {variant!r} in {arm!r}: the one variant is METHOD:trusting")
     return spec

@@ -13,10 +13,6 @@ from specdiff.trees import Chain, MeasuredDraftLength, MeasuredSize, MeasuringTr
 from specdiff.types import DraftTree, ProposalKind
 from test_trees import TopKLatticeDrafter
 
-def trusting() -> Reliability:
-    """A Reliability whose every cell's ratio stays 1: the drafter's probabilities as they are."""
-    return Reliability(strength=1e12)
-
 # Path probabilities: node 0 0.9, node 1 (child of 0) 0.9 * 0.5 = 0.45, node 2 (root) 0.3, node 3 (child of 1) 0.09.
 TREE = DraftTree(torch.tensor([11, 12, 13, 14]), torch.tensor([-1, 0, -1, 1]),
                  torch.tensor([0.9, 0.5, 0.3, 0.2]), None, ProposalKind.IID)
@@ -28,7 +24,7 @@ class FixedCost(MeasuredSize):
     a node's path probability falls to ~0.2-0.3, whatever a random test drafter gets accepted."""
 
     def __init__(self, inner, **options):
-        super().__init__(inner, reliability=trusting(), **options)
+        super().__init__(inner, reliability=Reliability.trusting(), **options)
 
     def observe(self, tree, path, verify_seconds, step_seconds):
         verify = 1.0 + 0.3 * (tree.num_nodes + 1)
@@ -128,7 +124,7 @@ def test_the_draft_length_follows_the_trees_kept():
 
 
 def test_calibration_is_accepted_over_expected():
-    builder = MeasuredSize(Chain(), reliability=trusting())
+    builder = MeasuredSize(Chain(), reliability=Reliability.trusting())
     assert builder.calibration() == 1.0
     for path in ([], [], [0], [0]):  # the ladder: 4 nodes (E(A) = 0.9 + 0.45 + 0.3 + 0.09), none, 1 (0.9), 2 (1.35)
         builder.observe(builder.build(TREE, budget=4), path, 0.05, 0.06)
@@ -163,7 +159,7 @@ def test_an_underrated_deep_copy_is_kept_once_its_acceptance_is_measured():
     # ((1 + 0.55 + 0.3025) / 70 ms beats 1.55 / 60 and 2.02 / 80); measured, all 5.
     chain = DraftTree.chain(torch.arange(5), torch.full((5,), 0.55))
     sizes = {}
-    for name, reliability in (("trusted", trusting()), ("measured", Reliability(strength=1.0))):
+    for name, reliability in (("trusted", Reliability.trusting()), ("measured", Reliability(strength=1.0))):
         builder = MeasuredSize(Chain(), probe_every=1000, reliability=reliability)
         timed(builder, {1: 0.050, 2: 0.060, 6: 0.100}, other=0.0)  # 10 ms a row
         for step in range(200):

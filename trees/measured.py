@@ -65,6 +65,12 @@ class Reliability:
         self._hits, self._expected, self._nodes = np.zeros(cells), np.zeros(cells), np.zeros(cells)
         self._edges = torch.tensor(RELIABILITY_EDGES, dtype=torch.float64)
 
+    @classmethod
+    def trusting(cls) -> "Reliability":
+        """One whose every cell's ratio stays 1: the drafter's probabilities as drafted (the chooser before
+        per-node calibration; for A/B runs and tests)."""
+        return cls(strength=1e12)
+
     def cells(self, tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(source [N], depth cell [N], probability bin [N]) of each node of `tree`."""
         source = torch.zeros(tree.num_nodes, dtype=torch.long) if tree.source is None else tree.source.long()
