@@ -42,25 +42,9 @@ def engines(spec):
     return found + ([drafter_lm] if drafter_lm is not None else [])
 
 
-@click.command()
-@click.option("--dtype", default="float32", show_default=True)
-@click.option("--per-category", default=2, show_default=True)
-@click.option("--max-new-tokens", default=128, show_default=True)
-@click.option("--methods", "names", default="ar,ar-opt-tree,eagle-tree,heads,lookup", show_default=True)
-def main(dtype, per_category, max_new_tokens, names):
-    target, tokenizer = zoo.load("smollm2-135m-instruct", dtype=dtype)
-    data = Path(__file__).resolve().parents[2] / "shared/data/spec_bench/question.jsonl"
-    prompts = [Conversation(tokenizer).prompt_ids(p.turns[0])
-               for p in load_prompts(str(data), categories=CATEGORIES, per_category=per_category)]
-    runs = {}
-    for name in names.split(","):
-        drafter = drafter_for(name, dtype)
-        for padded in (True, False):
-            spec = methods.build(name, target, tokenizer, drafter)
-            if not padded:
-                for lm in engines(spec):
-                    lm.row_padding = None
-            runs[f"{name} {'pad' if padded else 'no pad'}"] = spec
+def compare_arms(target, runs: dict, prompts: list[list[int]], max_new_tokens: int, dtype: str) -> None:
+    """Time HF greedy and every arm (name -> SpecDiff) prompt by prompt after one untimed warm-up each;
+    print tokens/s, speedup, tau and how many replies equal HF greedy's."""
 
     def greedy(ids):
         x = torch.tensor([ids])
@@ -68,7 +52,7 @@ def main(dtype, per_category, max_new_tokens, names):
                                do_sample=False)[0, len(ids):].tolist()
 
     for spec in runs.values():
-        spec.generate(prompts[0], max_new_tokens)  # warm-up, untimed (the padding's first measurements too)
+        spec.generate(prompts[0], max_new_tokens)  # warm-up, untimed (measured sizes' first probes too)
     totals = {name: [0, 0.0, 0, 0] for name in ["hf-generate", *runs]}  # tokens, seconds, forwards, equal
     for number, ids in enumerate(prompts, 1):
         started = time.perf_counter()
@@ -92,6 +76,29 @@ def main(dtype, per_category, max_new_tokens, names):
         tau = f"{tokens / forwards:.2f}" if forwards else "–"
         shown = "–" if name == "hf-generate" else f"{equal}/{len(prompts)}"
         click.echo(f"| {name} | {tokens / seconds:.2f} | {tokens / seconds / base:.2f}x | {tau} | {shown} |")
+
+
+@click.command()
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--per-category", default=2, show_default=True)
+@click.option("--max-new-tokens", default=128, show_default=True)
+@click.option("--methods", "names", default="ar,ar-opt-tree,eagle-tree,heads,lookup", show_default=True)
+def main(dtype, per_category, max_new_tokens, names):
+    target, tokenizer = zoo.load("smollm2-135m-instruct", dtype=dtype)
+    data = Path(__file__).resolve().parents[2] / "shared/data/spec_bench/question.jsonl"
+    prompts = [Conversation(tokenizer).prompt_ids(p.turns[0])
+               for p in load_prompts(str(data), categories=CATEGORIES, per_category=per_category)]
+    runs = {}
+    for name in names.split(","):
+        drafter = drafter_for(name, dtype)
+        for padded in (True, False):
+            spec = methods.build(name, target, tokenizer, drafter)
+            if not padded:
+                for lm in engines(spec):
+                    lm.row_padding = None
+            runs[f"{name} {'pad' if padded else 'no pad'}"] = spec
+
+    compare_arms(target, runs, prompts, max_new_tokens, dtype)
     for name, spec in runs.items():
         padding = spec.verifier.lm.row_padding
         if padding is not None:

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 import traceback
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +26,9 @@ from specdiff.zoo.corpus import heldout_prompts
 
 BASELINE = "hf-generate"
 HF_BASELINES = ("hf-generate", "hf-assisted", "hf-lookup")
+# The same baselines with the target's (and the assistant's) linears prepacked as SpecDiff's engine packs
+# them in fp32 on a CPU (`specdiff.packed`): how much of a method's lead is the kernel. Only when named.
+PACKED_BASELINES = ("hf-assisted-packed", "hf-lookup-packed")
 DEFAULT_HELDOUT_PROMPTS = 20
 
 
@@ -162,6 +165,7 @@ class HFRunner:
     assistant_tokens: int = 0
     lookup: dict = field(default_factory=dict)  # prompt_lookup_num_tokens, max_matching_ngram_size
     reference: str = BASELINE  # whose outputs and speed this runner is compared with
+    packed: tuple = ()  # PackedLinears of the target (and assistant) active while it generates
 
     @property
     def records_gaps(self) -> bool:
@@ -169,6 +173,14 @@ class HFRunner:
         return self.config.greedy and self.assistant is None and not self.lookup
 
     def run(self, prompt_ids: list[int]) -> TurnOutput:
+        import torch
+
+        with ExitStack() as packing:
+            for packed in self.packed:
+                packing.enter_context(packed.active())
+            return self._run(prompt_ids)
+
+    def _run(self, prompt_ids: list[int]) -> TurnOutput:
         import torch
 
         device = self.model.get_output_embeddings().weight.device
@@ -229,7 +241,7 @@ def synchronize(device) -> None:
 
 
 def runner_names() -> list[str]:
-    return [*HF_BASELINES, *methods.names()]
+    return [*HF_BASELINES, *PACKED_BASELINES, *methods.names()]
 
 
 def default_runner_names(drafter_given: bool, target: str | None = None) -> list[str]:
@@ -255,14 +267,26 @@ def default_runner_names(drafter_given: bool, target: str | None = None) -> list
         trained = zoo.trained_for(drafter)
         return drafter in shipped and (trained == target or (trained is None and target in shipped))
 
-    return [name for name in runner_names() if usable(name)]
+    return [name for name in runner_names() if name not in PACKED_BASELINES and usable(name)]
 
 
 def default_drafter(name: str) -> str | None:
     """The zoo drafter a runner uses unless told otherwise (hf-assisted: the `ar` method's)."""
-    if name in HF_BASELINES:
-        return methods.get("ar").default_drafter if name == "hf-assisted" else None
+    if name in HF_BASELINES or name in PACKED_BASELINES:
+        return methods.get("ar").default_drafter if name.startswith("hf-assisted") else None
     return methods.get(name).default_drafter
+
+
+def packed_linears(name: str, *models) -> tuple:
+    """For a `-packed` baseline: each model's PackedLinears (ValueError where packing does not apply)."""
+    if name not in PACKED_BASELINES:
+        return ()
+    from specdiff.packed import PackedLinears
+
+    if not all(PackedLinears.applies(model) for model in models):
+        raise ValueError(f"{name} runs the HF baseline with fp32 linears prepacked for oneDNN on a CPU; this "
+                         f"target runs in another dtype or device: leave {name} out (--dtype float32 on a CPU has it)")
+    return tuple(PackedLinears(model) for model in models)
 
 
 def make_runners(names: list[str] | None, target, tokenizer, drafters: dict, config: DecodingConfig,
@@ -276,20 +300,22 @@ def make_runners(names: list[str] | None, target, tokenizer, drafters: dict, con
     unknown = [n for n in names or [] if n not in known]
     if unknown:
         raise methods.UnknownMethodError(f"unknown method {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
-    wanted = [BASELINE] + [n for n in (names or known) if n != BASELINE]
+    wanted = [BASELINE] + [n for n in (names or [k for k in known if k not in PACKED_BASELINES]) if n != BASELINE]
     runners: list[Runner] = []
     own_references: dict[int, str] = {}  # id(model) -> the name of its plain-generate runner
     for name in dict.fromkeys(wanted):
         if name == "hf-generate":
             runners.append(HFRunner(name, target, config))
-        elif name == "hf-assisted":
+        elif name.startswith("hf-assisted"):
             if drafters.get(name) is None:
-                raise ValueError("hf-assisted needs a drafter model (CLI: --drafter PATH)")
-            runners.append(HFRunner(name, target, config, drafters[name], methods.get("ar").draft_length(options)))
-        elif name == "hf-lookup":
+                raise ValueError(f"{name} needs a drafter model (CLI: --drafter PATH)")
+            runners.append(HFRunner(name, target, config, drafters[name], methods.get("ar").draft_length(options),
+                                    packed=packed_linears(name, target, drafters[name])))
+        elif name.startswith("hf-lookup"):
             lookup = methods.get("lookup")
             runners.append(HFRunner(name, target, config, lookup=dict(
-                prompt_lookup_num_tokens=lookup.draft_length(options), max_matching_ngram_size=lookup.ngram)))
+                prompt_lookup_num_tokens=lookup.draft_length(options), max_matching_ngram_size=lookup.ngram),
+                packed=packed_linears(name, target)))
         else:
             spec = methods.build(name, target, tokenizer, drafters.get(name), options)
             reference = BASELINE

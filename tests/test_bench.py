@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -149,6 +150,27 @@ def test_hf_runners_count_forwards_and_restore_the_assistant_config(loaded):
     assert assisted.token_ids == lookup.token_ids == plain.token_ids
     assert 1 <= assisted.target_forwards <= 6
     assert drafter.generation_config.to_dict() == before
+
+
+def test_packed_hf_baselines_run_with_the_engines_kernel_and_only_when_named(loaded):
+    from specdiff.packed import packing_available
+
+    target, tokenizer, drafter = loaded
+    config = DecodingConfig.from_model(target, max_new_tokens=8)
+    assert not set(bench.PACKED_BASELINES) & set(bench.default_runner_names(False))
+    assert bench.default_drafter("hf-assisted-packed") == bench.default_drafter("hf-assisted")
+    if not packing_available():
+        pytest.skip("a torch without oneDNN")
+    runners = bench.make_runners(["hf-lookup-packed", "hf-assisted-packed"], target, tokenizer,
+                                 {"hf-assisted-packed": drafter}, config)
+    ids = tokenizer("def add(a, b):")["input_ids"]
+    plain, lookup, assisted = (runner.run(ids) for runner in runners)
+    assert lookup.token_ids == assisted.token_ids == plain.token_ids
+    assert [len(r.packed) for r in runners] == [0, 1, 2]  # the target's; the target's and the assistant's
+    assert runners[1].packed[0].packed_calls > 0 and runners[2].packed[1].packed_calls > 0
+    assert all("forward" not in vars(module) for module in target.modules())  # restored after each run
+    with pytest.raises(ValueError, match="leave hf-lookup-packed out"):
+        bench.make_runners(["hf-lookup-packed"], copy.deepcopy(target).to(torch.bfloat16), tokenizer, {}, config)
 
 
 def test_make_runners_refuses_unknown_names_and_missing_drafter(loaded):
