@@ -173,8 +173,6 @@ class HFRunner:
         return self.config.greedy and self.assistant is None and not self.lookup
 
     def run(self, prompt_ids: list[int]) -> TurnOutput:
-        import torch
-
         with ExitStack() as packing:
             for packed in self.packed:
                 packing.enter_context(packed.active())
