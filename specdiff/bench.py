@@ -284,7 +284,7 @@ def packed_linears(name: str, *models) -> tuple:
     if not all(PackedLinears.applies(model) for model in models):
         raise ValueError(f"{name} runs the HF baseline with fp32 linears prepacked for oneDNN on a CPU; this "
                          f"target runs in another dtype or device: leave {name} out (--dtype float32 on a CPU has it)")
-    return tuple(PackedLinears(model) for model in models)
+    return tuple(PackedLinears.of(model) for model in models)
 
 
 def make_runners(names: list[str] | None, target, tokenizer, drafters: dict, config: DecodingConfig,

@@ -129,8 +129,10 @@ class CachedLM:
                              "use 'auto' to pack only where it applies")
         wanted = packed_weights is True or (packed_weights == "auto" and PackedLinears.applies(model)
                                             and PackedLinears.fits(model))
-        self.packed = PackedLinears(model) if wanted else None
-        if row_padding == "auto":  # fp32 on a CPU: MKL's 2- and 3-row kernels (in bf16 rows cost monotonically)
+        self.packed = PackedLinears.of(model) if wanted else None
+        # fp32 on a CPU: MKL's 2- and 3-row kernels; packed, 2 rows still cost more than 3 (in bf16 rows cost
+        # monotonically)
+        if row_padding == "auto":
             row_padding = RowPadding() if self.device.type == "cpu" and self.dtype == torch.float32 else None
         elif isinstance(row_padding, str):
             raise ValueError(f"row_padding must be a RowPadding, 'auto' or None, got {row_padding!r}")

@@ -49,7 +49,11 @@ class PackedLinears:
     (made at first use, remade when the weight changes), used for inputs of `min_rows` rows or more while
     `active()`; `linear` does the same for a weight outside the model (a reduced LM head's rows).
 
-    Layers whose `forward` something else already replaced (accelerate's offloading hooks) are left alone."""
+    Layers whose `forward` something else already replaced (accelerate's offloading hooks) are left alone.
+    Engines get theirs from `of(model)`: one per model, so the verifiers of several methods over one target
+    (a `specdiff bench` run) hold one packed copy, packed once."""
+
+    _shared: "weakref.WeakKeyDictionary[nn.Module, PackedLinears]" = weakref.WeakKeyDictionary()
 
     def __init__(self, model: nn.Module, min_rows: int = 2):
         if min_rows < 1:
@@ -69,9 +73,20 @@ class PackedLinears:
         return (weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
                 and packing_available())
 
-    @staticmethod
-    def fits(model: nn.Module) -> bool:
-        """Whether a packed copy of the linear weights takes at most half of the memory available now."""
+    @classmethod
+    def of(cls, model: nn.Module) -> "PackedLinears":
+        """`model`'s shared PackedLinears (made at the first call; it lives as long as the model)."""
+        packed = cls._shared.get(model)
+        if packed is None:
+            packed = cls._shared[model] = cls(model)
+        return packed
+
+    @classmethod
+    def fits(cls, model: nn.Module) -> bool:
+        """Whether `model` is packed already, or a packed copy of its linear weights takes at most half of
+        the memory available now."""
+        if model in cls._shared:
+            return True
         weights = {id(layer.weight): layer.weight for layer in model.modules() if type(layer) in LINEAR_TYPES}
         size = sum(weight.numel() * weight.element_size() for weight in weights.values())
         return 2 * size <= psutil.virtual_memory().available

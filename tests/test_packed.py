@@ -68,6 +68,7 @@ def test_layers_whose_forward_was_already_replaced_are_left_alone():
 def test_the_engine_packs_fp32_on_a_cpu_only():
     model = tiny.build("llama")
     assert CachedLM(model).packed is not None and CachedLM(model, packed_weights=False).packed is None
+    assert CachedLM(model).packed is CachedLM(model, packed_weights=True).packed  # one packed copy per model
     bf16 = tiny.build("llama").to(torch.bfloat16)
     assert CachedLM(bf16).packed is None
     with pytest.raises(ValueError, match="fp32 weights on a CPU"):
