@@ -41,7 +41,9 @@ CATEGORIES = ("translation", "summarization", "qa", "math_reasoning", "rag")
 @click.option("--heads", default="auto", show_default=True,
               help="comma-separated LM heads of the small LM's drafts: auto (its draft_vocab.json, 8192 tokens), "
                    "full (all 49152)")
-def main(max_new_tokens, per_category, deltas, ar, with_assisted, eagle, dflash, heads):
+@click.option("--eagle-trees", default="16/4/6", show_default=True,
+              help="comma-separated EAGLE trees, each NODES/TOP_K/DEPTH (OPT-Tree budget, beam width, depth)")
+def main(max_new_tokens, per_category, deltas, ar, with_assisted, eagle, dflash, heads, eagle_trees):
     target, tokenizer = zoo.load("smollm2-135m-instruct", dtype="float32")
     small, _ = zoo.load("smollm2-135m-instruct-small", dtype="float32")
     eagle_model = EagleDrafter.from_pretrained(zoo.path("smollm2-135m-instruct-eagle"), target).eagle if eagle else None
@@ -50,6 +52,13 @@ def main(max_new_tokens, per_category, deltas, ar, with_assisted, eagle, dflash,
     prompts = [Conversation(tokenizer).prompt_ids(p.turns[0])
                for p in load_prompts(str(data), categories=CATEGORIES, per_category=per_category)]
     cuts = [None if d == "none" else float(d) for d in deltas.split(",")]
+    try:
+        trees = [tuple(int(n) for n in spec.split("/")) for spec in eagle_trees.split(",")]
+        if any(len(tree) != 3 or min(tree) < 1 for tree in trees):
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"need NODES/TOP_K/DEPTH, each >= 1 (e.g. 16/4/6,32/8/8), got {eagle_trees!r}",
+                                 param_hint="--eagle-trees") from None
 
     def hf(**options):
         def run(ids):
@@ -90,9 +99,12 @@ def main(max_new_tokens, per_category, deltas, ar, with_assisted, eagle, dflash,
         if eagle_model is not None:
             runs[f"eagle d={cut}"] = spec(lambda cut=cut: EagleDrafter(eagle_model, target, k=5, tree_threshold=cut),
                                           Chain())
-            runs[f"eagle-tree d={cut}"] = spec(
-                lambda cut=cut: EagleDrafter(eagle_model, target, k=6, top_k=4, tree_threshold=cut),
-                OptTree(node_budget=16, max_depth=6))
+            for nodes, top_k, depth in trees:
+                label = "" if len(trees) == 1 and (nodes, top_k, depth) == (16, 4, 6) else f" {nodes}/{top_k}/{depth}"
+                runs[f"eagle-tree d={cut}{label}"] = spec(
+                    lambda cut=cut, top_k=top_k, depth=depth: EagleDrafter(eagle_model, target, k=depth, top_k=top_k,
+                                                                           tree_threshold=cut),
+                    OptTree(node_budget=nodes, max_depth=depth))
         if dflash_dir is not None:
             runs[f"dflash d={cut}"] = spec(lambda: TargetDiffusionDrafter.from_pretrained(dflash_dir, target),
                                            Chain(cut or 0.0))

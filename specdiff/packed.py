@@ -37,6 +37,13 @@ LINEAR_TYPES = (nn.Linear, Conv1D)
 PACK_ROWS = 8
 
 
+def packs_as_linear(layer: nn.Module) -> bool:
+    """Whether PackedLinears may run `layer`: an nn.Linear or Conv1D, or a module that declares
+    `packs_as_linear` True because its forward is F.linear(x, layer.weight, layer.bias) (the LM head an
+    EAGLE drafter borrows from its target)."""
+    return type(layer) in LINEAR_TYPES or getattr(layer, "packs_as_linear", False) is True
+
+
 def packing_available() -> bool:
     """Whether this torch build has oneDNN and the prepacked-linear ops."""
     ops = torch.ops.mkldnn
@@ -45,9 +52,10 @@ def packing_available() -> bool:
 
 
 class PackedLinears:
-    """The plain `nn.Linear` (and Conv1D) layers of `model`, each with a oneDNN-packed copy of its weight
-    (made at first use, remade when the weight changes), used for inputs of `min_rows` rows or more while
-    `active()`; `linear` does the same for a weight outside the model (a reduced LM head's rows).
+    """The plain `nn.Linear` (and Conv1D) layers of `model`, and modules that declare `packs_as_linear`, each
+    with a oneDNN-packed copy of its weight (made at first use, remade when the weight changes), used for
+    inputs of `min_rows` rows or more while `active()`; `linear` does the same for a weight outside the
+    model (a reduced LM head's rows).
 
     Layers whose `forward` something else already replaced (accelerate's offloading hooks) are left alone.
     Engines get theirs from `of(model)`: one per model, so the verifiers of several methods over one target
@@ -60,7 +68,7 @@ class PackedLinears:
             raise ValueError(f"min_rows must be >= 1, got {min_rows}")
         self.min_rows = min_rows
         self.layers = [layer for layer in model.modules()
-                       if type(layer) in LINEAR_TYPES and "forward" not in vars(layer)]
+                       if packs_as_linear(layer) and "forward" not in vars(layer)]
         # id(stored weight) -> (a weak reference to it, its identity when packed, the packed copy)
         self._packs: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}
         self.packed_calls = 0
@@ -87,7 +95,8 @@ class PackedLinears:
         the memory available now."""
         if model in cls._shared:
             return True
-        weights = {id(layer.weight): layer.weight for layer in model.modules() if type(layer) in LINEAR_TYPES}
+        weights = {id(layer.weight): layer.weight for layer in model.modules()
+                   if packs_as_linear(layer) and layer.weight is not None}
         size = sum(weight.numel() * weight.element_size() for weight in weights.values())
         return 2 * size <= psutil.virtual_memory().available
 
@@ -109,7 +118,7 @@ class PackedLinears:
         return self._packed_linear(x, weight, bias, transposed=False)
 
     def _forward(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if not self._packs_input(x, layer.weight):
+        if layer.weight is None or not self._packs_input(x, layer.weight):  # None: a borrowed head not attached
             return type(layer).forward(layer, x)
         return self._packed_linear(x, layer.weight, layer.bias, transposed=type(layer) is Conv1D)
 

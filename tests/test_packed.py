@@ -122,3 +122,26 @@ def test_a_reduced_head_is_packed_too():
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     head = packed.head.weight
     assert any(entry[0]() is head for entry in packed.packed._packs.values())  # the head's rows were packed
+
+
+def test_an_eagle_drafters_borrowed_head_is_packed_and_greedy_stays_generates():
+    """The EAGLE decoder's LM head is the target's (reduced) head held as buffers, not an nn.Linear: it declares
+    `packs_as_linear`, so multi-row drafts project over the packed copy; unattached, it still names the fix."""
+    from specdiff.drafters import EagleDrafter, EagleModel
+    from specdiff.drafters.eagle_model import Borrowed
+    from specdiff.trees import OptTree
+
+    unattached = nn.Sequential(Borrowed("head"))
+    packs = PackedLinears(unattached)
+    assert packs.layers == [unattached[0]] and not PackedLinears(nn.Sequential(Borrowed("embedding"))).layers
+    with pytest.raises(RuntimeError, match="attach"), packs.active():  # no weight yet: its own forward, its error
+        unattached(torch.zeros(3, 8))
+    target = tiny.build("llama")
+    prompt = tiny.repetitive_prompt()
+    torch.manual_seed(1)
+    eagle = EagleModel.for_target(target, (1, 2), torch.arange(0, tiny.VOCAB, 3))
+    drafter = EagleDrafter(eagle, target, k=4, top_k=3)
+    result = SpecDiff(target, drafter, tree=OptTree(node_budget=8)).generate(prompt, max_new_tokens=24)
+    assert result.token_ids == tiny.reference(target, prompt, 24)
+    head = eagle.head.weight
+    assert any(entry[0]() is head for entry in drafter.lm.packed._packs.values())  # its rows were packed
