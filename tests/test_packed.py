@@ -6,10 +6,12 @@ from torch import nn
 
 import tiny
 from specdiff import SpecDiff
-from specdiff.drafters import AutoregressiveDrafter, PromptLookupDrafter
+from specdiff.drafters import AutoregressiveDrafter, EagleDrafter, EagleModel, PromptLookupDrafter
+from specdiff.drafters.eagle_model import Borrowed
 from specdiff.kv import CachedLM
 from specdiff.masks import query_parents, query_positions
 from specdiff.packed import PackedLinears, packing_available
+from specdiff.trees import OptTree
 from specdiff.types import DraftTree, ancestor_mask
 
 pytestmark = pytest.mark.skipif(not packing_available() or tiny.DEVICE != "cpu",
@@ -127,10 +129,6 @@ def test_a_reduced_head_is_packed_too():
 def test_an_eagle_drafters_borrowed_head_is_packed_and_greedy_stays_generates():
     """The EAGLE decoder's LM head is the target's (reduced) head held as buffers, not an nn.Linear: it declares
     `packs_as_linear`, so multi-row drafts project over the packed copy; unattached, it still names the fix."""
-    from specdiff.drafters import EagleDrafter, EagleModel
-    from specdiff.drafters.eagle_model import Borrowed
-    from specdiff.trees import OptTree
-
     unattached = nn.Sequential(Borrowed("head"))
     packs = PackedLinears(unattached)
     assert packs.layers == [unattached[0]] and not PackedLinears(nn.Sequential(Borrowed("embedding"))).layers
