@@ -29,6 +29,17 @@ from specdiff.trees import Chain, OptTree
 CATEGORIES = ("translation", "summarization", "qa", "math_reasoning", "rag")
 
 
+def tree_specs(ctx, param, text: str) -> list[tuple[int, int, int]]:
+    """--eagle-trees: "16/4/6,32/8/8" -> [(nodes, top_k, depth), ...]."""
+    try:
+        trees = [tuple(int(n) for n in spec.split("/")) for spec in text.split(",")]
+        if all(len(tree) == 3 and min(tree) >= 1 for tree in trees):
+            return trees
+    except ValueError:
+        pass
+    raise click.BadParameter(f"need NODES/TOP_K/DEPTH, each >= 1 (e.g. 16/4/6,32/8/8), got {text!r}")
+
+
 @click.command()
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--per-category", default=2, show_default=True)
@@ -41,9 +52,9 @@ CATEGORIES = ("translation", "summarization", "qa", "math_reasoning", "rag")
 @click.option("--heads", default="auto", show_default=True,
               help="comma-separated LM heads of the small LM's drafts: auto (its draft_vocab.json, 8192 tokens), "
                    "full (all 49152)")
-@click.option("--eagle-trees", default="16/4/6", show_default=True,
+@click.option("--eagle-trees", "trees", default="16/4/6", show_default=True, callback=tree_specs,
               help="comma-separated EAGLE trees, each NODES/TOP_K/DEPTH (OPT-Tree budget, beam width, depth)")
-def main(max_new_tokens, per_category, deltas, ar, with_assisted, eagle, dflash, heads, eagle_trees):
+def main(max_new_tokens, per_category, deltas, ar, with_assisted, eagle, dflash, heads, trees):
     target, tokenizer = zoo.load("smollm2-135m-instruct", dtype="float32")
     small, _ = zoo.load("smollm2-135m-instruct-small", dtype="float32")
     eagle_model = EagleDrafter.from_pretrained(zoo.path("smollm2-135m-instruct-eagle"), target).eagle if eagle else None
@@ -52,13 +63,6 @@ def main(max_new_tokens, per_category, deltas, ar, with_assisted, eagle, dflash,
     prompts = [Conversation(tokenizer).prompt_ids(p.turns[0])
                for p in load_prompts(str(data), categories=CATEGORIES, per_category=per_category)]
     cuts = [None if d == "none" else float(d) for d in deltas.split(",")]
-    try:
-        trees = [tuple(int(n) for n in spec.split("/")) for spec in eagle_trees.split(",")]
-        if any(len(tree) != 3 or min(tree) < 1 for tree in trees):
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter(f"need NODES/TOP_K/DEPTH, each >= 1 (e.g. 16/4/6,32/8/8), got {eagle_trees!r}",
-                                 param_hint="--eagle-trees") from None
 
     def hf(**options):
         def run(ids):
