@@ -6,7 +6,8 @@ chain on the same steps.
 
 An arm is a method name, `hf-generate` (HF greedy), or `METHOD:trusting`: the method with its size chooser
 (`MeasuredSize`) trusting the drafter's probabilities as drafted instead of calibrating them per node
-(`trees.Reliability`), the chooser before the eighth session.
+(`trees.Reliability`), the chooser before the eighth session; or `METHOD:torch-rows`: the drafter's
+one-row forwards on torch's kernel instead of oneDNN's packed one (before the twelfth session).
 
     OMP_NUM_THREADS=1 python benchmarks/method_ab.py DTYPE PER_CATEGORY NEW_TOKENS ARM[,ARM...]
     e.g. OMP_NUM_THREADS=1 python benchmarks/method_ab.py float32 2 128 lookup,lookup-chain
@@ -26,6 +27,7 @@ import torch
 from specdiff import methods, zoo
 from specdiff.bench import load_prompts
 from specdiff.conversation import Conversation
+from specdiff.packed import PackedLinears
 from specdiff.trees import Reliability
 
 dtype, per, new_tokens, arms = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
@@ -46,9 +48,22 @@ def build(arm: str):
     spec = methods.build(name, model, tokenizer, drafter)
     if variant == "trusting":
         spec.tree_builder.reliability = Reliability.trusting()
+    elif variant == "torch-rows":
+        unpack_one_row(spec.drafter)
     elif variant:
-        raise SystemExit(f"unknown arm variant {variant!r} in {arm!r}: the one variant is METHOD:trusting")
+        raise SystemExit(f"unknown arm variant {variant!r} in {arm!r}: the variants are METHOD:trusting and "
+                         "METHOD:torch-rows")
     return spec
+
+
+def unpack_one_row(drafter) -> None:
+    """The drafter's one-row forwards back on torch's kernel (before the twelfth session: packed from 2 rows)."""
+    while drafter is not None:  # a wrapper (HybridDrafter, DrawnDrafter) holds the model's drafter
+        if getattr(drafter, "lm", None) is not None:
+            drafter.lm._min_packed_rows = None
+        if isinstance(getattr(drafter, "packed", None), PackedLinears):
+            drafter.packed = None
+        drafter = getattr(drafter, "model_drafter", None) or getattr(drafter, "drafter", None)
 
 
 def hf_greedy(ids: list[int], max_new_tokens: int):

@@ -43,7 +43,7 @@ class AutoregressiveDrafter:
         if tree_threshold is not None and tree_threshold < 0:
             raise ValueError(f"tree_threshold (OPT-Tree's delta) must be >= 0, or None; got {tree_threshold}")
         self.draft_vocab = draft_vocab_for(model, draft_vocab)  # [N] sorted ids, or None: the whole head
-        self.lm = CachedLM(model.eval(), head_rows=self.draft_vocab, row_padding="auto")
+        self.lm = CachedLM(model.eval(), head_rows=self.draft_vocab, row_padding="auto", pack_one_row=True)
         self.model, self.k, self.top_k, self.tokenizer = model, k, top_k, tokenizer
         self.tree_threshold = tree_threshold
         self.vocab_size = hf_compat.output_vocab_size(model)

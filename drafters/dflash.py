@@ -50,7 +50,7 @@ class TargetDiffusionDrafter:
         self.model = model.attach(target).eval()
         self.needs = DraftNeeds(hidden_layers=model.config.layers, hidden_history=True)
         self.draft_vocab = resolve_draft_vocab(draft_vocab, model.source, model.config.vocab_size)  # [N] or None
-        self.lm = CachedLM(self.model.decoder, head_rows=self.draft_vocab)
+        self.lm = CachedLM(self.model.decoder, head_rows=self.draft_vocab, pack_one_row=True)
         self._ids = None if self.draft_vocab is None else self.draft_vocab.to(self.lm.device)
         self.k, self.pruning = k, pruning
         self.eos_token_ids = tuple(int(t) for t in eos_token_ids)

@@ -111,7 +111,7 @@ class CachedLM:
 
     def __init__(self, model, tree_attention_path: bool = True, causal_chains: bool = True,
                  head_rows: torch.Tensor | None = None, row_padding: RowPadding | str | None = None,
-                 packed_weights: bool | str = "auto"):
+                 packed_weights: bool | str = "auto", pack_one_row: bool = False):
         """head_rows [N]: token ids; logits then cover only those columns, [Q, N] (`hf_compat.RowsHead`:
         the base model's output times those rows of the LM head), for drafters with a reduced vocabulary.
         row_padding: a `RowPadding`, "auto" (one in fp32 on a CPU, none elsewhere: on a GPU rows are
@@ -119,7 +119,9 @@ class CachedLM:
         whose every layer attends to the whole context.
         packed_weights: multi-row forwards through `PackedLinears` (fp32 linears prepacked for oneDNN):
         "auto" (where `PackedLinears.applies`, fp32 on a CPU, and the copy `fits` in memory), True (where
-        it applies, an error elsewhere) or False; one-row forwards keep torch's kernel either way."""
+        it applies, an error elsewhere) or False. One-row forwards keep torch's kernel (bit for bit `generate`'s)
+        unless `pack_one_row`: a drafter's engine, whose numbers need match nothing, packs them too (SmolLM2-sized
+        linears, two threads: 26 ms a row packed against torch's 45)."""
         hf_compat.check_supported(model)
         self.model = model
         if packed_weights not in ("auto", True, False):
@@ -130,6 +132,7 @@ class CachedLM:
         wanted = packed_weights is True or (packed_weights == "auto" and PackedLinears.applies(model)
                                             and PackedLinears.fits(model))
         self.packed = PackedLinears.of(model) if wanted else None
+        self._min_packed_rows = 1 if pack_one_row else None  # None: PackedLinears' own (2)
         # fp32 on a CPU: MKL's 2- and 3-row kernels; packed, 2 rows still cost more than 3 (in bf16 rows cost
         # monotonically)
         if row_padding == "auto":
@@ -295,8 +298,8 @@ class CachedLM:
                                                    output_hidden_states=want_states, inputs_embeds=embeds)
             last = hf_compat.LastHidden()
             last.value, hidden = out.last_hidden_state, out.last_hidden_state[0]  # [Q, H]
-            logits = self.head(hidden) if self.packed is None else self.packed.linear(hidden, self.head.weight,
-                                                                                      self.head.bias)
+            logits = self.head(hidden) if self.packed is None else self.packed.linear(
+                hidden, self.head.weight, self.head.bias, self._min_packed_rows)
         else:
             with (hf_compat.capture_last_hidden(self.model, -1 in hidden_layers) as last, self._attention(path),
                   self._packing()):
@@ -324,7 +327,7 @@ class CachedLM:
         return nullcontext()
 
     def _packing(self):
-        return self.packed.active() if self.packed is not None else nullcontext()
+        return self.packed.active(self._min_packed_rows) if self.packed is not None else nullcontext()
 
     def _groups(self) -> list[hf_compat.LayerGroup]:
         return hf_compat.layer_groups(self.cache)

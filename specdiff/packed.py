@@ -13,7 +13,9 @@ packs only while they fit in half of the memory available.
 
 Forwards of one row keep torch's own kernel, so a decoding step computes bit for bit what `generate`
 computes; multi-row forwards differ from it by float rounding (~1e-4 in the logits), as every multi-row
-kernel already does. Used by `CachedLM` (packed_weights="auto": fp32 on a CPU with oneDNN), only inside
+kernel already does. A drafter's numbers need not match anything bit for bit, and oneDNN's packed kernel
+also wins at one row (SmolLM2's linears, weights streamed from memory, two threads: 26 ms against torch's
+45), so drafters pack their one-row forwards too (`active(min_rows=1)`). Used by `CachedLM` (packed_weights="auto": fp32 on a CPU with oneDNN), only inside
 its forwards (`active()`), never with autograd on.
 """
 
@@ -101,30 +103,34 @@ class PackedLinears:
         return 2 * size <= psutil.virtual_memory().available
 
     @contextmanager
-    def active(self) -> Iterator[None]:
-        """Route the layers' forwards through `_forward` until the block ends."""
+    def active(self, min_rows: int | None = None) -> Iterator[None]:
+        """Route the layers' forwards through `_forward` until the block ends; inputs of `min_rows` rows or
+        more (default: the instance's) go through the packed copies."""
+        min_rows = self.min_rows if min_rows is None else min_rows
         for layer in self.layers:
-            layer.forward = functools.partial(self._forward, layer)
+            layer.forward = functools.partial(self._forward, layer, min_rows)
         try:
             yield
         finally:
             for layer in self.layers:
                 vars(layer).pop("forward", None)
 
-    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               min_rows: int | None = None) -> torch.Tensor:
         """F.linear(x, weight [out, in], bias) [..., out], over the packed copy where it applies."""
-        if not self._packs_input(x, weight):
+        if not self._packs_input(x, weight, self.min_rows if min_rows is None else min_rows):
             return F.linear(x, weight, bias)
         return self._packed_linear(x, weight, bias, transposed=False)
 
-    def _forward(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if layer.weight is None or not self._packs_input(x, layer.weight):  # None: a borrowed head not attached
+    def _forward(self, layer: nn.Module, min_rows: int, x: torch.Tensor) -> torch.Tensor:
+        if layer.weight is None or not self._packs_input(x, layer.weight, min_rows):  # None: a borrowed head
             return type(layer).forward(layer, x)
         return self._packed_linear(x, layer.weight, layer.bias, transposed=type(layer) is Conv1D)
 
-    def _packs_input(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    @staticmethod
+    def _packs_input(x: torch.Tensor, weight: torch.Tensor, min_rows: int) -> bool:
         rows = x.numel() // max(x.shape[-1], 1)
-        return (rows >= self.min_rows and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu"
+        return (rows >= min_rows and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu"
                 and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
     def _packed_linear(self, x, weight, bias, transposed: bool) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""PackedLinears: oneDNN-prepacked fp32 linears for multi-row forwards; one-row forwards stay torch's own."""
+"""PackedLinears: oneDNN-prepacked fp32 linears for multi-row forwards; the target's one-row forwards stay torch's
+own, a drafter's are packed too."""
 
 import pytest
 import torch
@@ -6,7 +7,8 @@ from torch import nn
 
 import tiny
 from specdiff import SpecDiff
-from specdiff.drafters import AutoregressiveDrafter, EagleDrafter, EagleModel, PromptLookupDrafter
+from specdiff.drafters import AutoregressiveDrafter, EagleDrafter, EagleModel, HeadsDrafter, PromptLookupDrafter
+from specdiff.drafters.base import DraftContext
 from specdiff.drafters.eagle_model import Borrowed
 from specdiff.kv import CachedLM
 from specdiff.masks import query_parents, query_positions
@@ -143,3 +145,51 @@ def test_an_eagle_drafters_borrowed_head_is_packed_and_greedy_stays_generates():
     assert result.token_ids == tiny.reference(target, prompt, 24)
     head = eagle.head.weight
     assert any(entry[0]() is head for entry in drafter.lm.packed._packs.values())  # its rows were packed
+
+
+def test_a_drafters_engine_packs_its_one_row_forwards_and_the_targets_does_not():
+    """A drafter's numbers need not match `generate` bit for bit: its engine packs one-row forwards too (an AR
+    chain drafts a row at a time); the verifier's one-row steps stay torch's."""
+    model = tiny.build("llama")
+    prefix = tiny.repetitive_prompt(9)[0].tolist()
+    drafting = CachedLM(model, pack_one_row=True, row_padding=None)
+    plain = CachedLM(model, packed_weights=False, row_padding=None)
+    drafting.forward(prefix), plain.forward(prefix)
+    calls = drafting.packed.packed_calls
+    got, expected = drafting.forward([7]).logits, plain.forward([7]).logits
+    assert drafting.packed.packed_calls > calls  # the one row ran packed
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    verifying = CachedLM(model, row_padding=None)
+    verifying.forward(prefix)
+    calls = verifying.packed.packed_calls
+    assert torch.equal(verifying.forward([7]).logits, expected)  # bit for bit torch's one-row kernel
+    assert verifying.packed.packed_calls == calls
+    target = tiny.build("qwen2")
+    prompt = tiny.repetitive_prompt()
+    drafter = AutoregressiveDrafter(tiny.build("llama", seed=1), k=4)  # a chain: one-row drafter forwards
+    assert SpecDiff(target, drafter).generate(prompt, max_new_tokens=24).token_ids == tiny.reference(target, prompt, 24)
+    assert drafter.lm._min_packed_rows == 1 and drafter.lm.packed.packed_calls > 0
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_heads_draft_over_packed_weights_and_greedy_stays_generates(conditioned):
+    """Medusa / Hydra heads run their blocks and the draft vocabulary's LM-head rows packed (one row at a time
+    for conditioned heads); the drafts are those of the unpacked heads."""
+    from test_heads import EVERY_THIRD, random_heads
+
+    target = tiny.build("llama")
+    prompt = tiny.repetitive_prompt()
+    heads = random_heads(target, num_heads=3, conditioned=conditioned)
+    packed, plain = HeadsDrafter(heads, target, draft_vocab=EVERY_THIRD), HeadsDrafter(heads, target,
+                                                                                       draft_vocab=EVERY_THIRD)
+    plain.packed = None
+    hidden = torch.randn(1, 64)
+    ctx = DraftContext(token_ids=prompt[0].tolist(), hidden_state=hidden, budget=3)
+    got, expected = packed.propose(ctx), plain.propose(ctx)
+    assert packed.packed.packed_calls > 0
+    assert torch.equal(got.candidates, expected.candidates)
+    torch.testing.assert_close(got.probs, expected.probs, atol=1e-5, rtol=0)
+    result = SpecDiff(target, packed).generate(prompt, max_new_tokens=24)
+    assert result.token_ids == tiny.reference(target, prompt, 24)
+    bf16 = tiny.build("llama").to(torch.bfloat16)
+    assert HeadsDrafter(random_heads(bf16).to(torch.bfloat16), bf16).packed is None  # oneDNN already, in bf16

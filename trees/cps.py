@@ -131,7 +131,7 @@ class CausalLMProxy:
     """
 
     def __init__(self, model):
-        self.lm = CachedLM(model.eval())
+        self.lm = CachedLM(model.eval(), pack_one_row=True)
         self.model = model
         self.vocab_size = output_vocab_size(model)
 
