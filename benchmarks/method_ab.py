@@ -4,7 +4,8 @@ it is an arm (and how many replies differ from it: 0 in fp32), tau and drafted t
 category, and for a method whose drafter measures its shape (`lookup`) each arm's rate against the default
 chain on the same steps.
 
-An arm is a method name, `hf-generate` (HF greedy), or `METHOD:trusting`: the method with its size chooser
+An arm is a method name, `hf-generate` (HF greedy), `METHOD@DIR` (the method with the drafter in DIR instead of
+the zoo's: an old and a new drafter side by side), or `METHOD:trusting`: the method with its size chooser
 (`MeasuredSize`) trusting the drafter's probabilities as drafted instead of calibrating them per node
 (`trees.Reliability`), the chooser before the eighth session; or `METHOD:torch-rows`: the drafter's
 one-row forwards on torch's kernel instead of oneDNN's packed one (before the twelfth session).
@@ -38,13 +39,15 @@ prompts = load_prompts(questions, categories=("translation", "summarization", "q
 
 
 def build(arm: str):
-    """The arm's SpecDiff with the method's drafter for this target (the zoo's, as `specdiff bench` picks it)."""
+    """The arm's SpecDiff with the method's drafter for this target (the zoo's, as `specdiff bench` picks it,
+    or the directory after `@`)."""
+    arm, _, directory = arm.partition("@")
     name, _, variant = arm.partition(":")
     method = methods.get(name)
     drafter = None
     if method.default_drafter is not None:
-        drafter = method.load_drafter(zoo.drafter_for("smollm2-135m-instruct", method.default_drafter), model.dtype,
-                                      "cpu")
+        drafter = method.load_drafter(directory or zoo.drafter_for("smollm2-135m-instruct", method.default_drafter),
+                                      model.dtype, "cpu")
     spec = methods.build(name, model, tokenizer, drafter)
     if variant == "trusting":
         spec.tree_builder.reliability = Reliability.trusting()
