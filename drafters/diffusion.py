@@ -101,7 +101,7 @@ class DiffusionDrafter:
         if max_context is not None and max_context < 1:
             raise ValueError(f"max_context must be >= 1 or None (whole context), got {max_context}")
         self.block_causal = isinstance(model, GenerationMixin) if block_causal is None else block_causal
-        self.lm = CachedLM(model, pack_one_row=True) if self.block_causal else None  # block mode: the context's KV cache
+        self.lm = CachedLM(model, pack_one_row=True) if self.block_causal else None  # block mode: the KV cache
         model_type = getattr(model.config, "model_type", "")
         self.shift_logits = model_type in SHIFTED_LOGITS_MODEL_TYPES if shift_logits is None else shift_logits
         self.model, self.k, self.tokenizer, self.pruning = model.eval(), k, tokenizer, pruning

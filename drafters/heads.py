@@ -224,7 +224,7 @@ class HeadsDrafter:
             self._ids = ids
         self.forward_count = 0  # head evaluations (one batched call; one per head when conditioned)
         # fp32 on a CPU: the heads' linears and the LM-head product over oneDNN-packed weights, one row included
-        # (torch's one-row kernel streamed the 8,192 draft rows at half the speed: 4 heads 6.8 -> ~3 ms a step)
+        # (Hydra heads run a row at a time; SmolLM2's heads-lookup proposal 9.9 -> 6.9 ms at two threads)
         self.packed = PackedLinears(self.heads, min_rows=1) if PackedLinears.applies(self.heads) else None
 
     @classmethod

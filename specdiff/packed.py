@@ -15,8 +15,9 @@ Forwards of one row keep torch's own kernel, so a decoding step computes bit for
 computes; multi-row forwards differ from it by float rounding (~1e-4 in the logits), as every multi-row
 kernel already does. A drafter's numbers need not match anything bit for bit, and oneDNN's packed kernel
 also wins at one row (SmolLM2's linears, weights streamed from memory, two threads: 26 ms against torch's
-45), so drafters pack their one-row forwards too (`active(min_rows=1)`). Used by `CachedLM` (packed_weights="auto": fp32 on a CPU with oneDNN), only inside
-its forwards (`active()`), never with autograd on.
+45), so drafters pack their one-row forwards too (`active(min_rows=1)`). Used by `CachedLM`
+(packed_weights="auto": fp32 on a CPU with oneDNN), only inside its forwards (`active()`), never with
+autograd on.
 """
 
 from __future__ import annotations
