@@ -63,7 +63,7 @@ def unpack_one_row(drafter) -> None:
     """The drafter's one-row forwards back on torch's kernel (before the twelfth session: packed from 2 rows)."""
     while drafter is not None:  # a wrapper (HybridDrafter, DrawnDrafter) holds the model's drafter
         if getattr(drafter, "lm", None) is not None:
-            drafter.lm._min_packed_rows = None
+            drafter.lm.pack_one_row = False
         if isinstance(getattr(drafter, "packed", None), PackedLinears):
             drafter.packed = None
         drafter = getattr(drafter, "model_drafter", None) or getattr(drafter, "drafter", None)

@@ -247,21 +247,24 @@ class HeadsDrafter:
         if ctx.hidden_state is None or length < 1:
             return TokenLattice(torch.zeros(0, self.top_k, dtype=torch.long), torch.zeros(0, self.top_k))
         hidden = ctx.hidden_state[0].to(self.heads.output_weight.dtype)  # [H]
+        with self._packing():
+            return self._lattice(hidden, ctx, length)
+
+    def _lattice(self, hidden: torch.Tensor, ctx: DraftContext, length: int) -> TokenLattice:
+        """`propose`'s lattice of `length` positions from the state hidden [H]."""
         # Greedy with nothing context-dependent to apply: rank inside the draft vocabulary and map the kept
         # candidates to target ids (sorted ids: ties fall as over the whole head), no [V] rows (dists None).
         narrow = self.draft_vocab is not None and ctx.sampling is None and not ctx.processors
         widen = (lambda logits: logits) if narrow else self._full
         conditioned = self.heads.config.conditioned
-        with self._packing():
-            all_logits = None if conditioned else widen(self._project(torch.stack(
-                [self.heads.state(i, hidden) for i in range(self.heads.num_heads)])))  # [k, N or V]
+        all_logits = None if conditioned else widen(self._project(torch.stack(
+            [self.heads.state(i, hidden) for i in range(self.heads.num_heads)])))  # [k, N or V]
         self.forward_count += length if conditioned else 1
         path = [ctx.token_ids[-1]]  # the token after the hidden state's position, then each row's top token
         dists, candidates, probs = [], [], []
         for i in range(length):
             if conditioned:
-                with self._packing():
-                    logits = widen(self._project(self.heads.state(i, hidden, torch.tensor(path, device=hidden.device))))
+                logits = widen(self._project(self.heads.state(i, hidden, torch.tensor(path, device=hidden.device))))
             else:
                 logits = all_logits[i]
             dist = torch.softmax(logits.float(), dim=-1) if narrow else self._dist(logits, ctx, path[1:])  # [N or V]

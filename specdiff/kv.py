@@ -132,7 +132,7 @@ class CachedLM:
         wanted = packed_weights is True or (packed_weights == "auto" and PackedLinears.applies(model)
                                             and PackedLinears.fits(model))
         self.packed = PackedLinears.of(model) if wanted else None
-        self._min_packed_rows = 1 if pack_one_row else None  # None: PackedLinears' own (2)
+        self.pack_one_row = pack_one_row
         # fp32 on a CPU: MKL's 2- and 3-row kernels; packed, 2 rows still cost more than 3 (in bf16 rows cost
         # monotonically)
         if row_padding == "auto":
@@ -325,6 +325,10 @@ class CachedLM:
         if path == TREE_PATH:
             return hf_compat.tree_attention_enabled(self.model)
         return nullcontext()
+
+    @property
+    def _min_packed_rows(self) -> int | None:
+        return 1 if self.pack_one_row else None  # None: PackedLinears' own (2)
 
     def _packing(self):
         return self.packed.active(self._min_packed_rows) if self.packed is not None else nullcontext()

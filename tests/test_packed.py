@@ -168,7 +168,7 @@ def test_a_drafters_engine_packs_its_one_row_forwards_and_the_targets_does_not()
     prompt = tiny.repetitive_prompt()
     drafter = AutoregressiveDrafter(tiny.build("llama", seed=1), k=4)  # a chain: one-row drafter forwards
     assert SpecDiff(target, drafter).generate(prompt, max_new_tokens=24).token_ids == tiny.reference(target, prompt, 24)
-    assert drafter.lm._min_packed_rows == 1 and drafter.lm.packed.packed_calls > 0
+    assert drafter.lm.pack_one_row and drafter.lm.packed.packed_calls > 0
 
 
 @pytest.mark.parametrize("conditioned", [False, True])

@@ -85,8 +85,9 @@ SMOLLM2 = PackagedModel(
     drafters=(("stdlib-ar-drafter", "smollm2-135m-instruct-small"), ("stdlib-heads", "smollm2-135m-instruct-heads")),
     # the Hydra heads and prompt lookup in one tree: the fastest method measured on it (2026-12-07, fp32 Spec-Bench
     # 5 x 4 1.31x HF greedy against eagle-lookup's 1.27x, MT-Bench 1.23x / 1.22x, bf16 1.74x / 1.59x; with packed
-    # weights, tenth session, one thread: 1.61x against eagle-tree-lookup's and dflash-lookup's 1.55x; at two threads,
-    # eleventh session, eagle-tree-lookup leads in fp32: 2.07x / 2.00x (5 x 4), 1.88x / 1.81x (5 x 10); BENCHMARKS.md)
+    # weights, tenth session, one thread: 1.61x against eagle-tree-lookup's and dflash-lookup's 1.55x; at two threads
+    # with the heads packed, twelfth session: 1.97x against eagle-tree-lookup's 1.89x (5 x 10), 2.12x / 2.02x (5 x 4),
+    # MT-Bench 2.08x / 1.96x; BENCHMARKS.md)
     default_method="heads-lookup",
 )
 
