@@ -8,7 +8,9 @@ An arm is a method name, `hf-generate` (HF greedy), `METHOD@DIR` (the method wit
 the zoo's: an old and a new drafter side by side), or `METHOD:trusting`: the method with its size chooser
 (`MeasuredSize`) trusting the drafter's probabilities as drafted instead of calibrating them per node
 (`trees.Reliability`), the chooser before the eighth session; or `METHOD:torch-rows`: the drafter's
-one-row forwards on torch's kernel instead of oneDNN's packed one (before the twelfth session).
+one-row forwards on torch's kernel instead of oneDNN's packed one (before the twelfth session); or
+`METHOD:compiled`: the method with the target's verify forwards through torch.compile (`SpecDiff(compile=True)`;
+its first forward compiles, in a warm-up this script runs before timing).
 
     OMP_NUM_THREADS=1 python benchmarks/method_ab.py DTYPE PER_CATEGORY NEW_TOKENS ARM[,ARM...]
     e.g. OMP_NUM_THREADS=1 python benchmarks/method_ab.py float32 2 128 lookup,lookup-chain
@@ -48,14 +50,14 @@ def build(arm: str):
     if method.default_drafter is not None:
         drafter = method.load_drafter(directory or zoo.drafter_for("smollm2-135m-instruct", method.default_drafter),
                                       model.dtype, "cpu")
-    spec = methods.build(name, model, tokenizer, drafter)
+    spec = methods.build(name, model, tokenizer, drafter, methods.MethodOptions(compile=variant == "compiled"))
     if variant == "trusting":
         spec.tree_builder.reliability = Reliability.trusting()
     elif variant == "torch-rows":
         unpack_one_row(spec.drafter)
-    elif variant:
-        raise SystemExit(f"unknown arm variant {variant!r} in {arm!r}: the variants are METHOD:trusting and "
-                         "METHOD:torch-rows")
+    elif variant and variant != "compiled":
+        raise SystemExit(f"unknown arm variant {variant!r} in {arm!r}: the variants are METHOD:trusting, "
+                         "METHOD:torch-rows and METHOD:compiled")
     return spec
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from specdiff import bench, methods
-from specdiff.cli.common import (command_line, decoding_config, decoding_options, load_models, model_options,
-                                 target_name)
+from specdiff import bench
+from specdiff.cli.common import (command_line, decoding_config, decoding_options, load_models, method_options,
+                                 model_options, target_name)
 
 
 def _check_names(ctx, param, value):
@@ -76,7 +76,7 @@ def bench_command(ctx, method_names, prompts_path, num_prompts, categories, per_
     config = decoding_config(models.target, params)
     try:
         runners = bench.make_runners(names, models.target, models.tokenizer, models.drafters, config,
-                                     methods.MethodOptions(draft_length=params["draft_length"]))
+                                     method_options(params))
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     conversation = bench.Conversation(models.tokenizer, bench.max_prompt_tokens(models.target, config.max_new_tokens))

@@ -185,32 +185,40 @@ class RowsHead:
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(hidden, self.weight, self.bias)
 
-    @torch.inference_mode()
     def check(self, model) -> None:
-        """Raise ValueError unless a short forward's logits at `rows` equal this head over the base
-        model's output (e.g. Gemma2's final soft-capping or Cohere's logit scale would differ)."""
-        config = model.config
-        transformed = (getattr(config, "final_logit_softcapping", None) is not None
-                       or getattr(config, "logit_scale", 1.0) not in (None, 1.0)
-                       or getattr(config, "logits_scaling", 1.0) not in (None, 1.0))
-        weight = model.get_output_embeddings().weight
-        ids = torch.arange(3, device=weight.device)[None] % model.get_input_embeddings().weight.shape[0]
-        full = model(input_ids=ids, use_cache=False).logits[0, :, self.rows].float()
-        ours = self(base_model_forward(model, ids, None).last_hidden_state[0]).float()
-        tolerance = 8 * torch.finfo(weight.dtype).eps * float(full.abs().max().clamp(min=1.0))
-        if transformed or not torch.allclose(ours, full, rtol=0, atol=tolerance):
-            raise ValueError(
-                f"{type(model).__name__}'s logits are not its LM head applied to its base model's output (it "
-                "transforms them after the head, e.g. soft-capping or scaling), so a reduced draft vocabulary "
-                "cannot be computed from the head's rows; use the full head (draft_vocab=None)")
+        """Raise ValueError unless the model's logits are its LM head over its base model's output (e.g.
+        Gemma2's final soft-capping or Cohere's logit scale would differ)."""
+        check_head_of_base(model)
+
+
+@torch.inference_mode()
+def check_head_of_base(model) -> None:
+    """Raise ValueError unless a short forward's logits equal the model's LM head applied to its base
+    model's output: what computing logits apart from the decoder (a reduced draft vocabulary, a compiled
+    decoder) relies on."""
+    config = model.config
+    transformed = (getattr(config, "final_logit_softcapping", None) is not None
+                   or getattr(config, "logit_scale", 1.0) not in (None, 1.0)
+                   or getattr(config, "logits_scaling", 1.0) not in (None, 1.0))
+    head = model.get_output_embeddings()
+    ids = torch.arange(3, device=head.weight.device)[None] % model.get_input_embeddings().weight.shape[0]
+    full = model(input_ids=ids, use_cache=False).logits[0].float()
+    ours = head(base_model_forward(model, ids, None).last_hidden_state[0]).float()
+    tolerance = 8 * torch.finfo(head.weight.dtype).eps * float(full.abs().max().clamp(min=1.0))
+    if transformed or ours.shape != full.shape or not torch.allclose(ours, full, rtol=0, atol=tolerance):
+        raise ValueError(
+            f"{type(model).__name__}'s logits are not its LM head applied to its base model's output (it "
+            "transforms them after the head, e.g. soft-capping or scaling), so they cannot be computed apart "
+            "from the decoder; use the full head (draft_vocab=None) and an uncompiled engine")
 
 
 def base_model_forward(model, input_ids, cache, attention_mask=None, position_ids=None, output_hidden_states=False,
-                       inputs_embeds=None):
+                       inputs_embeds=None, base=None):
     """`forward` through the model's base (`model.base_model`: the decoder without the LM head); returns
-    its output, `last_hidden_state` [1, Q, H] being what the head would turn into logits."""
-    base = model.base_model
-    kwargs = {} if cache is None else {cache_kwarg(base): cache}
+    its output, `last_hidden_state` [1, Q, H] being what the head would turn into logits. base: a callable
+    run in its place (the decoder compiled)."""
+    kwargs = {} if cache is None else {cache_kwarg(model.base_model): cache}
+    base = model.base_model if base is None else base
     return base(
         input_ids=None if inputs_embeds is not None else input_ids,
         inputs_embeds=inputs_embeds,

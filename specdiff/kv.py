@@ -25,6 +25,10 @@ row, and leave the cache right after the forward.
 Packed weights (`specdiff.packed.PackedLinears`, on in fp32 on a CPU): forwards of two or more rows run
 the model's linear layers over weights prepacked once for oneDNN, not repacked by every call, so a verify
 forward of 2-8 rows costs about one decoding step (SmolLM2, fp32: 3 rows 143 -> 61 ms, one row 61 ms).
+
+Compiled (`CachedLM(compiled=True)`, off by default: its first forward compiles for minutes on a CPU): tree-path
+forwards of two or more rows run the decoder through `specdiff.compiled.CompiledBase` (torch.compile, Inductor
+with freezing) and the LM head after it; one-row steps and prefills stay eager.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import torch
 import transformers
 
 from specdiff import hf_compat, tree_attention
+from specdiff.compiled import CompiledBase
 from specdiff.masks import additive_mask, block_allowed
 from specdiff.packed import PackedLinears
 
@@ -111,7 +116,7 @@ class CachedLM:
 
     def __init__(self, model, tree_attention_path: bool = True, causal_chains: bool = True,
                  head_rows: torch.Tensor | None = None, row_padding: RowPadding | str | None = None,
-                 packed_weights: bool | str = "auto", pack_one_row: bool = False):
+                 packed_weights: bool | str = "auto", pack_one_row: bool = False, compiled: bool = False):
         """head_rows [N]: token ids; logits then cover only those columns, [Q, N] (`hf_compat.RowsHead`:
         the base model's output times those rows of the LM head), for drafters with a reduced vocabulary.
         row_padding: a `RowPadding`, "auto" (one in fp32 on a CPU, none elsewhere: on a GPU rows are
@@ -121,7 +126,10 @@ class CachedLM:
         "auto" (where `PackedLinears.applies`, fp32 on a CPU, and the copy `fits` in memory), True (where
         it applies, an error elsewhere) or False. One-row forwards keep torch's kernel (bit for bit `generate`'s)
         unless `pack_one_row`: a drafter's engine, whose numbers need match nothing, packs them too (SmolLM2-sized
-        linears, two threads: 26 ms a row packed against torch's 45)."""
+        linears, two threads: 26 ms a row packed against torch's 45).
+        compiled: tree-path forwards of two or more rows run the decoder through `CompiledBase` (torch.compile,
+        Inductor with freezing; the first such forward compiles, ~1.5 min for SmolLM2-135M on two CPU cores);
+        for inference only: the weights are frozen into the graph."""
         hf_compat.check_supported(model)
         self.model = model
         if packed_weights not in ("auto", True, False):
@@ -133,6 +141,11 @@ class CachedLM:
                                             and PackedLinears.fits(model))
         self.packed = PackedLinears.of(model) if wanted else None
         self.pack_one_row = pack_one_row
+        if compiled and not CompiledBase.applies(model):
+            raise ValueError(f"compiled=True: {type(model).__name__}'s logits are not its LM head over its decoder's "
+                             "output (soft-capping or scaling after the head), so its decoder cannot be compiled "
+                             "apart; run it uncompiled")
+        self.compiled = CompiledBase.of(model) if compiled else None
         # fp32 on a CPU: MKL's 2- and 3-row kernels; packed, 2 rows still cost more than 3 (in bf16 rows cost
         # monotonically)
         if row_padding == "auto":
@@ -292,14 +305,18 @@ class CachedLM:
         input_ids, position_ids = ids[None].to(self.device), positions[None].to(self.device)
         embeds = inputs_embeds[None].to(self.device, self.dtype) if inputs_embeds is not None else None
         before = hf_compat.cache_length(self.cache)
-        if self.head is not None:  # the base model, then only the head's chosen rows
-            with self._attention(path), self._packing():
+        compiled = (self.compiled is not None and path == TREE_PATH and len(ids) >= 2 and inputs_embeds is None
+                    and not torch.is_grad_enabled())
+        if compiled:  # inference tensors, whoever made the ids: their dispatch keys are part of the graph's guards
+            input_ids, position_ids = input_ids.clone(), position_ids.clone()
+        if self.head is not None or compiled:  # the decoder, then the head (only its chosen rows, with head_rows)
+            with self._attention(path), (self.compiled.active() if compiled else self._packing()):
                 out = hf_compat.base_model_forward(self.model, input_ids, self.cache, mask, position_ids,
-                                                   output_hidden_states=want_states, inputs_embeds=embeds)
+                                                   output_hidden_states=want_states, inputs_embeds=embeds,
+                                                   base=self.compiled.base if compiled else None)
             last = hf_compat.LastHidden()
             last.value, hidden = out.last_hidden_state, out.last_hidden_state[0]  # [Q, H]
-            logits = self.head(hidden) if self.packed is None else self.packed.linear(
-                hidden, self.head.weight, self.head.bias, self._min_packed_rows)
+            logits = self._head(hidden)
         else:
             with (hf_compat.capture_last_hidden(self.model, -1 in hidden_layers) as last, self._attention(path),
                   self._packing()):
@@ -320,6 +337,13 @@ class CachedLM:
             hidden = torch.stack([last.value[0] if layer < 0 else out.hidden_states[layer][0]
                                   for layer in hidden_layers])  # [layers, Q, H]
         return ForwardOutput(logits, hidden, path)
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[Q, H] -> logits [Q, V] (or [Q, N] over `head_rows`), over the packed weights where they apply."""
+        head = self.head if self.head is not None else self.model.get_output_embeddings()
+        if self.packed is None:
+            return head(hidden)
+        return self.packed.linear(hidden, head.weight, head.bias, self._min_packed_rows)
 
     def _attention(self, path: str):
         if path == TREE_PATH:

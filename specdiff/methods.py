@@ -41,6 +41,7 @@ class MethodOptions:
     """What a user may change about any method. None keeps the method's own setting."""
 
     draft_length: int | None = None  # chain length, or depth limit of a tree
+    compile: bool = False  # the target's verify forwards through torch.compile (`SpecDiff(compile=True)`)
 
     def __post_init__(self):
         if self.draft_length is not None and self.draft_length < 1:
@@ -470,7 +471,8 @@ def build(name: str, target, tokenizer, drafter_model=None, options: MethodOptio
     if method.default_drafter is not None and drafter_model is None:
         raise ValueError(f"method {name!r} needs a drafter model; pass one (CLI: --drafter PATH)")
     parts = method.build(target, tokenizer, drafter_model, options)
-    return SpecDiff(parts.model if parts.model is not None else target, parts.drafter, tokenizer=tokenizer, tree=parts.tree, draft_length=parts.draft_length)
+    return SpecDiff(parts.model if parts.model is not None else target, parts.drafter, tokenizer=tokenizer,
+                    tree=parts.tree, draft_length=parts.draft_length, compile=options.compile)
 
 
 def generate_options(model, config: DecodingConfig) -> dict:

@@ -50,8 +50,10 @@ class VerifyOutput:
 
 class HFVerifier:
     def __init__(self, model, hidden_layers: tuple[int, ...] = (), hidden_history: bool = False,
-                 row_padding="auto"):
-        self.lm = CachedLM(model, row_padding=row_padding)  # "auto": padded to the cheaper row count on a CPU
+                 row_padding="auto", compiled: bool = False):
+        # row_padding "auto": padded to the cheaper row count on a CPU; compiled: tree forwards through
+        # torch.compile (`specdiff.compiled`)
+        self.lm = CachedLM(model, row_padding=row_padding, compiled=compiled)
         self.model = model
         self.hidden_layers = tuple(hidden_layers)
         # With a history every prefill feeds the whole prompt: a drafter that reads the hidden state of
