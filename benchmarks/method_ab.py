@@ -10,7 +10,9 @@ the zoo's: an old and a new drafter side by side), or `METHOD:trusting`: the met
 (`trees.Reliability`), the chooser before the eighth session; or `METHOD:torch-rows`: the drafter's
 one-row forwards on torch's kernel instead of oneDNN's packed one (before the twelfth session); or
 `METHOD:compiled`: the method with the target's verify forwards through torch.compile (`SpecDiff(compile=True)`;
-its first forward compiles, in a warm-up this script runs before timing).
+its first forward compiles, in a warm-up this script runs before timing). `hf-generate:compiled` is HF greedy with
+the model's forward through torch.compile (Inductor with freezing, dynamic shapes; a second copy of the target, so
+the other arms' model stays eager): the baseline a user who compiles `generate` would measure against.
 
     OMP_NUM_THREADS=1 python benchmarks/method_ab.py DTYPE PER_CATEGORY NEW_TOKENS ARM[,ARM...]
     e.g. OMP_NUM_THREADS=1 python benchmarks/method_ab.py float32 2 128 lookup,lookup-chain
@@ -26,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 
 from specdiff import methods, zoo
 from specdiff.bench import load_prompts
@@ -77,12 +80,27 @@ def hf_greedy(ids: list[int], max_new_tokens: int):
     return reply, len(reply), 0  # reply, target forwards, drafted tokens
 
 
-specs = {arm: build(arm) for arm in arms if arm != "hf-generate"}
+HF_ARMS = ("hf-generate", "hf-generate:compiled")
+specs = {arm: build(arm) for arm in arms if arm not in HF_ARMS}
+compiled_model = None
+if "hf-generate:compiled" in arms:
+    compiled_model, _ = zoo.load("smollm2-135m-instruct", dtype=dtype)
+    compiled_model.forward = torch.compile(compiled_model.forward, dynamic=True)
+
+
+def hf_compiled_greedy(ids: list[int], max_new_tokens: int):
+    # freezing: weights as constants Inductor packs for oneDNN (specdiff.compiled); it needs inference mode
+    with torch.inference_mode(), inductor_config.patch(freezing=True):
+        output = compiled_model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False)
+    reply = output[0, len(ids):].tolist()
+    return reply, len(reply), 0
 
 
 def decode(arm: str, ids: list[int], max_new_tokens: int):
     if arm == "hf-generate":
         return hf_greedy(ids, max_new_tokens)
+    if arm == "hf-generate:compiled":
+        return hf_compiled_greedy(ids, max_new_tokens)
     result = specs[arm].generate(ids, max_new_tokens)
     return result.token_ids, result.stats.target_forwards, result.stats.drafted_tokens
 
@@ -123,4 +141,4 @@ for arm in arms:
               {shape: f"{ratio:.2f} ({error:.2f})" for shape in chooser.arms
                for ratio, error, _ in [chooser.against_default(shape)]})
 for category in dict.fromkeys(prompt.category for prompt in prompts):
-    print(category, " | ".join(f"{arm} {speed((category, arm))}" for arm in arms if arm != "hf-generate"))
+    print(category, " | ".join(f"{arm} {speed((category, arm))}" for arm in arms if arm not in HF_ARMS))

@@ -305,8 +305,7 @@ class CachedLM:
         input_ids, position_ids = ids[None].to(self.device), positions[None].to(self.device)
         embeds = inputs_embeds[None].to(self.device, self.dtype) if inputs_embeds is not None else None
         before = hf_compat.cache_length(self.cache)
-        compiled = (self.compiled is not None and path == TREE_PATH and len(ids) >= 2 and inputs_embeds is None
-                    and not torch.is_grad_enabled())
+        compiled = self.compiled is not None and path == TREE_PATH and len(ids) >= 2 and inputs_embeds is None
         if compiled:  # inference tensors, whoever made the ids: their dispatch keys are part of the graph's guards
             input_ids, position_ids = input_ids.clone(), position_ids.clone()
         if self.head is not None or compiled:  # the decoder, then the head (only its chosen rows, with head_rows)
