@@ -173,8 +173,8 @@ class RowsHead:
     """The LM head cut to `rows` [N] (token ids): logits [..., N] over those tokens only, computed from
     the base model's output (the LM head's input), so a drafter that proposes only frequent tokens
     skips most of the head's product (FR-Spec; EAGLE-3's draft vocabulary). On SmolLM2's 4-layer
-    small LM the 49152-way head is half of a one-row forward. `check` verifies once that the model's
-    own logits at those rows are this product (no soft-capping or scaling after the head)."""
+    small LM the 49152-way head is half of a one-row forward. Valid only where `check_head_of_base` holds
+    (no soft-capping or scaling after the head)."""
 
     def __init__(self, model, rows: torch.Tensor):
         head = model.get_output_embeddings()
@@ -185,17 +185,12 @@ class RowsHead:
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(hidden, self.weight, self.bias)
 
-    def check(self, model) -> None:
-        """Raise ValueError unless the model's logits are its LM head over its base model's output (e.g.
-        Gemma2's final soft-capping or Cohere's logit scale would differ)."""
-        check_head_of_base(model)
-
 
 @torch.inference_mode()
 def check_head_of_base(model) -> None:
     """Raise ValueError unless a short forward's logits equal the model's LM head applied to its base
-    model's output: what computing logits apart from the decoder (a reduced draft vocabulary, a compiled
-    decoder) relies on."""
+    model's output (Gemma2's final soft-capping or Cohere's logit scale would differ): what computing logits
+    apart from the decoder (a reduced draft vocabulary, a compiled decoder) relies on."""
     config = model.config
     transformed = (getattr(config, "final_logit_softcapping", None) is not None
                    or getattr(config, "logit_scale", 1.0) not in (None, 1.0)

@@ -155,8 +155,8 @@ class CachedLM:
         self.row_padding = row_padding
         self.head = None
         if head_rows is not None:
+            hf_compat.check_head_of_base(model)
             self.head = hf_compat.RowsHead(model, head_rows)
-            self.head.check(model)
         self.tree_attention_path = tree_attention_path and hf_compat.tree_attention_supported(model)
         self.causal_chains = causal_chains
         self.forward_count = 0

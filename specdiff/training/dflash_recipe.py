@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from specdiff.drafters.dflash_model import DFlashModel, default_layers
-from specdiff.hf_compat import RowsHead
+from specdiff.hf_compat import check_head_of_base
 from specdiff.training.cards import fact_table, machine_label, read_card, refuse_init, write_card
 from specdiff.training.distill import heldout_coverage, reply_draft_vocab
 from specdiff.training.dflash import AnchorSampler, DFlashObjective, heldout_acceptance, paper_gamma
@@ -147,7 +147,7 @@ def draft_vocabulary(recipe: DFlashRecipe, target) -> tuple[torch.Tensor | None,
     if recipe.draft_vocab == 0 or recipe.draft_vocab >= V:
         return None, {}
     vocab, about = reply_draft_vocab(recipe.data, recipe.draft_vocab, V)
-    RowsHead(target, vocab).check(target)
+    check_head_of_base(target)
     return vocab, about
 
 
